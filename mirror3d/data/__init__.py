@@ -1,0 +1,1 @@
+"""mirror3d.data."""
