@@ -1,0 +1,233 @@
+"""Foreground masks: loading, binarisation, foreground ratio, ratio file names, estimation.
+
+Conventions (reference/casl.md §1):
+
+- A mask pixel is foreground when its value is ``> threshold``: 0 for Market-HQ (``seg_hmr``)
+  and ATR (any parsing label > 0), 160 for CUB's soft segmentations.
+- Prepared mask files carry their foreground fraction with two decimals in the name,
+  ``<stem>_<ratio>.png`` (e.g. ``0002_c1s1_000451_03.jpg_0.45.png``).
+- Training sets keep a sample only when ``lo < ratio < hi`` (strict on both sides).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm"})
+
+_RATIO_NAME = re.compile(r"_(\d+(?:\.\d+)?)\.png$", re.IGNORECASE)
+
+R = TypeVar("R")
+
+
+def is_image_file(path: str | Path) -> bool:
+    """True when the file suffix (case-insensitive) is one of :data:`IMAGE_SUFFIXES`."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def open_image(path: str | Path, mode: str | None = None) -> Image.Image:
+    """Open and fully decode an image file.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file cannot be decoded (corrupt or not an image); names the path.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert(mode) if mode is not None else img.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"cannot decode image {path}: {err}") from err
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Load an image as RGB.
+
+    Returns:
+        image: (H, W, 3) uint8.
+    """
+    return np.array(open_image(path, "RGB"), dtype=np.uint8)
+
+
+def mask_values(img: Image.Image) -> np.ndarray:
+    """Raw mask values of a PIL image as a 2-D array.
+
+    Label images (modes ``P``, ``L``, ``I``, ``I;16``, ``1``) give their stored values, so a
+    palette PNG yields class indices, not palette colours. Colour masks are converted to
+    grey (``L``, as the reference loaders do); an alpha channel is dropped.
+
+    Returns:
+        values: (H, W) integer array.
+    """
+    if img.mode in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
+        return np.asarray(img).astype(np.int64)
+    if img.mode == "1":
+        return np.asarray(img).astype(np.int64) * 255
+    if img.mode == "F":
+        raise ValueError(f"float ('F' mode) masks are not supported: {getattr(img, 'filename', img)}")
+    return np.asarray(img.convert("RGB").convert("L")).astype(np.int64)
+
+
+def load_binary_mask(path: str | Path, threshold: int = 0) -> np.ndarray:
+    """Load a mask file and binarise it as ``value > threshold``.
+
+    Args:
+        path: mask file (PNG usually).
+        threshold: 0 for Market-HQ / ATR (any label > 0 is foreground), 160 for CUB.
+
+    Returns:
+        mask: (H, W) bool.
+    """
+    if not isinstance(threshold, (int, np.integer)) or not 0 <= threshold < 255:
+        raise ValueError(f"threshold must be an int in [0, 255), got {threshold!r}")
+    img = open_image(path)
+    try:
+        values = mask_values(img)
+    except ValueError as err:
+        raise ValueError(f"cannot read mask {path}: {err}") from err
+    return values > threshold
+
+
+def foreground_ratio(mask: np.ndarray | torch.Tensor) -> float:
+    """Fraction of foreground pixels of a binary mask.
+
+    Args:
+        mask: (H, W) bool or {0, 1}-valued array / tensor.
+
+    Returns:
+        ratio in [0, 1].
+    """
+    if isinstance(mask, torch.Tensor):
+        mask = mask.detach().cpu().numpy()
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or mask.size == 0:
+        raise ValueError(f"mask must be a non-empty (H, W) array, got shape {mask.shape}")
+    if mask.dtype != bool:
+        if not np.isin(mask, (0, 1)).all():
+            raise ValueError("mask must be boolean or contain only 0 and 1")
+        mask = mask.astype(bool)
+    return float(mask.mean())
+
+
+def ratio_from_filename(name: str | Path) -> float:
+    """Foreground ratio written in a prepared mask name ``<stem>_<ratio>.png``.
+
+    ``"0002_c1s1_000451_03.jpg_0.45.png"`` -> 0.45. (The reference reads ``name[-8:-4]``,
+    which is the same for the two-decimal ratios it writes.)
+
+    Raises:
+        ValueError: the name does not end in ``_<ratio>.png`` with a ratio in [0, 1].
+    """
+    base = Path(name).name
+    match = _RATIO_NAME.search(base)
+    if match is None:
+        raise ValueError(f"mask name {base!r} does not match the pattern '<stem>_<ratio>.png' "
+                         "(e.g. 'img.jpg_0.45.png')")
+    ratio = float(match.group(1))
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"ratio {ratio} in mask name {base!r} is outside [0, 1]")
+    return ratio
+
+
+def strip_ratio_suffix(name: str) -> str:
+    """``"dataset10k_1848_0.20.png"`` -> ``"dataset10k_1848"``; ValueError if there is none."""
+    base = Path(name).name
+    match = _RATIO_NAME.search(base)
+    if match is None:
+        raise ValueError(f"mask name {base!r} does not match the pattern '<stem>_<ratio>.png'")
+    return base[: match.start()]
+
+
+def mask_name_with_ratio(stem: str, ratio: float) -> str:
+    """``mask_name_with_ratio("img.jpg", 0.4512)`` -> ``"img.jpg_0.45.png"`` (two decimals)."""
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"ratio must be in [0, 1], got {ratio}")
+    return f"{stem}_{ratio:.2f}.png"
+
+
+def keep_by_ratio(records: Iterable[R], lo: float, hi: float) -> list[R]:
+    """Records whose ``fg_ratio`` satisfies ``lo < fg_ratio < hi`` (strict, as the reference).
+
+    Raises:
+        ValueError: ``lo >= hi``, or a record has ``fg_ratio is None`` (compute it first).
+    """
+    if not lo < hi:
+        raise ValueError(f"ratio range needs lo < hi, got ({lo}, {hi})")
+    kept = []
+    for rec in records:
+        ratio = getattr(rec, "fg_ratio", None)
+        if ratio is None:
+            name = getattr(rec, "image_path", rec)
+            raise ValueError(f"record {name} has no fg_ratio; compute it before filtering by ratio")
+        if lo < ratio < hi:
+            kept.append(rec)
+    return kept
+
+
+def check_nonempty(mask: np.ndarray, name: str | Path) -> None:
+    """Raise ValueError naming ``name`` when ``mask`` (H, W) has no foreground pixel."""
+    if not np.asarray(mask).any():
+        raise ValueError(f"mask of {name} is empty (no foreground pixel); it cannot be a training sample")
+
+
+def estimate_mask(
+    image: np.ndarray | Image.Image,
+    box_fraction: tuple[float, float] = (0.8, 0.9),
+    iterations: int = 5,
+    seed: int = 0,
+) -> np.ndarray:
+    """Estimate a foreground mask with OpenCV GrabCut initialised from a centred box.
+
+    The box is centred, ``box_fraction[0]`` of the width and ``box_fraction[1]`` of the height
+    (defaults 80 % x 90 %: a 10 % margin left/right and 5 % top/bottom, at least 1 px).
+    Pixels outside the box are fixed background; GrabCut then runs ``iterations`` rounds of
+    GMM fitting (5 components each for foreground and background) and graph cuts, and the
+    pixels labelled foreground or probably-foreground form the mask. GrabCut's k-means
+    initialisation draws from OpenCV's global RNG, which is reseeded with ``seed``
+    (``cv2.setRNGSeed``) before each call, so the result is deterministic.
+
+    Args:
+        image: (H, W, 3) uint8 RGB array or a PIL image; H, W >= 4.
+        box_fraction: (width, height) fractions of the initial box, each in (0, 1].
+        iterations: GrabCut iterations (>= 1).
+        seed: OpenCV RNG seed.
+
+    Returns:
+        mask: (H, W) bool. It can be empty (e.g. a uniform image); callers that train on it
+        check with :func:`check_nonempty`.
+    """
+    import cv2
+
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be an (H, W, 3) uint8 RGB array, got {image.shape} {image.dtype}")
+    h, w = image.shape[:2]
+    if h < 4 or w < 4:
+        raise ValueError(f"image must be at least 4x4 pixels for GrabCut, got {w}x{h}")
+    fw, fh = box_fraction
+    if not (0.0 < fw <= 1.0 and 0.0 < fh <= 1.0):
+        raise ValueError(f"box_fraction must be in (0, 1], got {box_fraction}")
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    mx = max(1, int(round(w * (1.0 - fw) / 2.0)))
+    my = max(1, int(round(h * (1.0 - fh) / 2.0)))
+    rect = (mx, my, w - 2 * mx, h - 2 * my)
+    labels = np.zeros((h, w), np.uint8)
+    bgd = np.zeros((1, 65), np.float64)
+    fgd = np.zeros((1, 65), np.float64)
+    bgr = np.ascontiguousarray(image[:, :, ::-1])
+    cv2.setRNGSeed(int(seed))
+    cv2.grabCut(bgr, labels, rect, bgd, fgd, int(iterations), cv2.GC_INIT_WITH_RECT)
+    return (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
