@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import mirror3d  # noqa: F401,I001  (first: sets the local Ray/OpenMP environment before torch loads)
+
 import pytest
 import torch
 
-import mirror3d  # noqa: F401  (applies the local Ray/Gradio environment first)
 from mirror3d.platform.local_env import local_ray_init_kwargs
 
 torch.set_num_threads(2)

@@ -22,6 +22,10 @@ LOCAL_ENV: dict[str, str] = {
     "GRADIO_ANALYTICS_ENABLED": "False",
     "HF_HUB_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    # OpenMP threads sleep instead of spinning when idle: on a small, shared machine (2 cores,
+    # several processes) spinning made torch many times slower. Read when torch loads, so
+    # ``import mirror3d`` must come before ``import torch`` for it to count.
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
 
 

@@ -1,0 +1,74 @@
+"""mirror3d.models.ognet: OG-Net point-cloud person re-id (reference/ognet.md).
+
+Importing this package registers ``og-net``, ``og-net-small``, ``og-net-deep`` and the 2D
+baseline ``cnn2d-small`` with :mod:`mirror3d.models.registry`.
+"""
+
+from mirror3d.models.ognet.baseline2d import CNN2D, BasicBlock, cnn2d_small
+from mirror3d.models.ognet.layers import (
+    EDGE_BACKENDS,
+    ChannelGate,
+    EdgeConv,
+    EmbeddingHead,
+    GatedResidual,
+    MaxMeanPool,
+    OmniScaleBranch,
+    OmniScaleModule,
+    PointwiseConv,
+    batch_norm_last,
+    init_classifier,
+    knn_edge_index,
+)
+from mirror3d.models.ognet.losses import CircleLoss, circle_loss
+from mirror3d.models.ognet.model import (
+    DEFAULT_EDGE_BACKEND,
+    OGNet,
+    OGNetLayer,
+    ReIDOutput,
+    count_paper_params,
+    init_weights,
+    og_net,
+    og_net_deep,
+    og_net_small,
+)
+from mirror3d.models.ognet.ops import (
+    ball_query,
+    ball_query_multiscale,
+    farthest_point_sample,
+    gather_points,
+    knn,
+)
+
+__all__ = [
+    "BasicBlock",
+    "CNN2D",
+    "ChannelGate",
+    "CircleLoss",
+    "DEFAULT_EDGE_BACKEND",
+    "EDGE_BACKENDS",
+    "EdgeConv",
+    "EmbeddingHead",
+    "GatedResidual",
+    "MaxMeanPool",
+    "OGNet",
+    "OGNetLayer",
+    "OmniScaleBranch",
+    "OmniScaleModule",
+    "PointwiseConv",
+    "ReIDOutput",
+    "ball_query",
+    "ball_query_multiscale",
+    "batch_norm_last",
+    "circle_loss",
+    "cnn2d_small",
+    "count_paper_params",
+    "farthest_point_sample",
+    "gather_points",
+    "init_classifier",
+    "init_weights",
+    "knn",
+    "knn_edge_index",
+    "og_net",
+    "og_net_deep",
+    "og_net_small",
+]

@@ -1,0 +1,347 @@
+"""OG-Net building blocks (reference/ognet.md §1.2-§1.4).
+
+Point features are channel-last, ``(B, N, C)``. The reference's 1×1 ``Conv2d`` layers are
+:class:`PointwiseConv` (a ``Linear`` on the last axis: same parameters, same count), and its
+``BatchNorm2d`` layers keep their type and are applied over every leading position with
+:func:`batch_norm_last`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.nn import MessagePassing
+from torch_geometric.utils import scatter
+
+from mirror3d.models.ognet.ops import ball_query_multiscale, farthest_point_sample, gather_points
+
+__all__ = [
+    "EDGE_BACKENDS",
+    "ChannelGate",
+    "EdgeConv",
+    "EmbeddingHead",
+    "GatedResidual",
+    "MaxMeanPool",
+    "OmniScaleBranch",
+    "OmniScaleModule",
+    "PointwiseConv",
+    "batch_norm_last",
+    "init_classifier",
+    "knn_edge_index",
+]
+
+EDGE_BACKENDS = ("dense", "pyg")
+
+
+class PointwiseConv(nn.Linear):
+    """A 1×1 convolution on channel-last features: (..., C_in) -> (..., C_out).
+
+    The reference uses ``Conv2d(kernel_size=1)`` on (B, C, N, k) tensors; this is the same map
+    and the same parameters (weight (C_out, C_in), optional bias), initialised like a conv
+    (Kaiming-normal, fan_in) by :func:`mirror3d.models.ognet.model.init_weights`.
+    """
+
+
+def batch_norm_last(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """Apply a BatchNorm over all leading positions of a channel-last tensor.
+
+    Statistics are per channel over every position, exactly as ``BatchNorm2d`` on the
+    channel-first (B, C, N, k) tensor of the reference.
+
+    Args:
+        bn: a BatchNorm module with ``num_features == C``.
+        x: (..., C).
+
+    Returns:
+        (..., C).
+    """
+    c = x.shape[-1]
+    flat = x.reshape(-1, c)
+    # (M, C) viewed as (1, C, M, 1): a channels-last view, no copy; BatchNorm1d takes (M, C)
+    y = bn(flat.t().unsqueeze(0).unsqueeze(-1)) if isinstance(bn, nn.BatchNorm2d) else bn(flat)
+    if y.dim() == 4:
+        y = y.squeeze(-1).squeeze(0).t()
+    return y.reshape(x.shape)
+
+
+class MaxMeanPool(nn.Module):
+    """Learnable mix of max and mean pooling: ``w·max + (1 − w)·mean``, ``w = sigmoid(p)``.
+
+    The reference calls this "GeM" (flag ``--gem``), but it is not generalized-mean pooling. One
+    scalar ``p`` per module, initialised to 0 (w = 0.5).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logit = nn.Parameter(torch.zeros(()))
+
+    def mix(self, x_max: torch.Tensor, x_mean: torch.Tensor) -> torch.Tensor:
+        """Combine precomputed max and mean poolings of the same shape."""
+        w = torch.sigmoid(self.logit).to(x_max.dtype)
+        return w * x_max + (1.0 - w) * x_mean
+
+    def forward(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        """x: (..., k, ...) -> the same shape without ``dim``."""
+        return self.mix(x.amax(dim=dim), x.mean(dim=dim))
+
+
+class ChannelGate(nn.Module):
+    """Per-position channel gate: ``x · sigmoid(W₂ swish(W₁ x + b₁) + b₂)``.
+
+    The reference calls it an "SE" block, but nothing is squeezed over points or neighbours:
+    each position is gated from its own channels. Hidden width
+    ``max(1, channels // reduction)``.
+
+    Shapes: x (..., C) -> (..., C).
+    """
+
+    def __init__(self, channels: int, reduction: int = 24) -> None:
+        super().__init__()
+        hidden = max(1, int(channels / reduction))
+        self.reduce = PointwiseConv(channels, hidden, bias=True)
+        self.expand = PointwiseConv(hidden, channels, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.expand(F.silu(self.reduce(x))))
+
+
+def knn_edge_index(idx: torch.Tensor) -> torch.Tensor:
+    """Turn a per-cloud neighbour table into one batched PyG ``edge_index``.
+
+    Args:
+        idx: (B, N, k) neighbour indices (``idx[b, i]`` are the neighbours j of point i).
+
+    Returns:
+        (2, B·N·k) long: row 0 the source (neighbour j), row 1 the target (centre i), nodes
+        numbered ``b·N + i``; edges ordered by (b, i, neighbour slot).
+    """
+    b, n, k = idx.shape
+    offset = (torch.arange(b, device=idx.device) * n).view(b, 1, 1)
+    src = (idx + offset).reshape(-1)
+    dst = torch.arange(b * n, device=idx.device).repeat_interleave(k)
+    return torch.stack([src, dst])
+
+
+class EdgeConv(MessagePassing):
+    """DGCNN edge convolution as OG-Net uses it.
+
+    For each point i and neighbour j (self included): ``e_ij = [h_j − h_i ; h_i]`` ->
+    1×1 conv with bias -> BatchNorm2d over all edges -> :class:`MaxMeanPool` over the k
+    neighbours -> LeakyReLU(0.2).
+
+    The conv is applied as ``W_a h_j + (W_b − W_a) h_i + b`` (with ``W = [W_a | W_b]``), i.e.
+    the C_out-wide projections are computed per point and then gathered, instead of building
+    the 2·C_in-wide edge tensor; the result is the same map.
+
+    Two interchangeable backends with the same parameters:
+
+    * ``"dense"``: gather neighbours into (B, N, k, C_out), BN, pool over k;
+    * ``"pyg"``: torch-geometric ``MessagePassing`` over an explicit ``edge_index``; BN is
+      applied to the (E, C_out) message tensor, so its statistics cover the same edges.
+
+    Shapes: h (B, N, C_in), idx (B, N, k) -> (B, N, C_out).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, backend: str = "dense") -> None:
+        super().__init__(aggr="max", flow="source_to_target", node_dim=0)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.conv = PointwiseConv(2 * in_channels, out_channels, bias=True)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.pool = MaxMeanPool()
+        self.act = nn.LeakyReLU(0.2)
+        self.backend = backend
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        if value not in EDGE_BACKENDS:
+            raise ValueError(f"backend must be one of {EDGE_BACKENDS}, got {value!r}")
+        self._backend = value
+
+    def _projections(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        w_diff, w_centre = self.conv.weight.split(self.in_channels, dim=1)
+        neighbour = F.linear(h, w_diff)  # multiplies h_j
+        centre = F.linear(h, w_centre - w_diff, self.conv.bias)  # multiplies h_i
+        return neighbour, centre
+
+    def forward(self, h: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        if h.dim() != 3 or h.shape[-1] != self.in_channels:
+            raise ValueError(f"h must have shape (B, N, {self.in_channels}), got {tuple(h.shape)}")
+        if idx.dim() != 3 or idx.shape[:2] != h.shape[:2]:
+            raise ValueError(
+                f"idx must have shape (B, N, k) with (B, N)={tuple(h.shape[:2])}, got {tuple(idx.shape)}"
+            )
+        neighbour, centre = self._projections(h)
+        if self.backend == "dense":
+            edges = gather_points(neighbour, idx) + centre.unsqueeze(2)  # (B, N, k, C)
+            out = self.pool(batch_norm_last(self.bn, edges), dim=2)
+        else:
+            b, n, _ = h.shape
+            out = self.propagate(
+                knn_edge_index(idx),
+                neighbour=neighbour.reshape(b * n, -1),
+                centre=centre.reshape(b * n, -1),
+                size=(b * n, b * n),
+            ).view(b, n, -1)
+        return self.act(out)
+
+    # -- torch-geometric hooks (backend "pyg") --------------------------------------------
+    def message(self, neighbour_j: torch.Tensor, centre_i: torch.Tensor) -> torch.Tensor:
+        return neighbour_j + centre_i  # (E, C): the conv output on every edge
+
+    def aggregate(
+        self, inputs: torch.Tensor, index: torch.Tensor, dim_size: int | None = None
+    ) -> torch.Tensor:
+        z = batch_norm_last(self.bn, inputs)  # BN over all E edges, before aggregation
+        x_max = scatter(z, index, dim=0, dim_size=dim_size, reduce="max")
+        x_mean = scatter(z, index, dim=0, dim_size=dim_size, reduce="mean")
+        return self.pool.mix(x_max, x_mean)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, backend={self.backend!r}"
+
+    __repr__ = nn.Module.__repr__  # show the layers, not MessagePassing's one-liner
+
+
+class OmniScaleBranch(nn.Module):
+    """One ball-query branch of the omni-scale module (a PointNet++ MSG branch).
+
+    ``[xyz_j − centre ; h_j]`` -> 1×1 conv (C+3 -> C/2, no bias) -> BN -> :class:`ChannelGate`
+    -> 1×1 conv (C/2 -> C, no bias) -> BN -> ReLU -> max over the group. No activation between
+    the first BN and the gate (as the reference). The first conv is applied per point before
+    grouping (the xyz part after), which is the same map.
+
+    Shapes: xyz (B, N, 3), h (B, N, C), new_xyz (B, S, 3), group_idx (B, S, nsample)
+    -> (B, S, C).
+    """
+
+    def __init__(self, channels: int, radius: float, nsample: int) -> None:
+        super().__init__()
+        mid = channels // 2
+        self.radius = float(radius)
+        self.nsample = int(nsample)
+        self.conv1 = PointwiseConv(channels + 3, mid, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.gate = ChannelGate(mid)
+        self.conv2 = PointwiseConv(mid, channels, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(
+        self, xyz: torch.Tensor, h: torch.Tensor, new_xyz: torch.Tensor, group_idx: torch.Tensor
+    ) -> torch.Tensor:
+        w_xyz, w_feat = self.conv1.weight.split([3, self.conv1.in_features - 3], dim=1)
+        grouped = gather_points(F.linear(h, w_feat), group_idx)  # (B, S, ns, C/2)
+        rel = gather_points(xyz, group_idx) - new_xyz.unsqueeze(2)  # not divided by the radius
+        g = batch_norm_last(self.bn1, grouped + F.linear(rel, w_xyz))
+        g = self.gate(g)
+        g = F.relu(batch_norm_last(self.bn2, self.conv2(g)))
+        return g.amax(dim=2)
+
+    def extra_repr(self) -> str:
+        return f"radius={self.radius}, nsample={self.nsample}"
+
+
+class OmniScaleModule(nn.Module):
+    """Omni-scale downsampling: FPS to ``npoint`` centres, one :class:`OmniScaleBranch` per
+    (radius, nsample), branch outputs **summed** (the reference's ``fuse='add'``).
+
+    Shapes: xyz (B, N, 3), h (B, N, C) -> new_xyz (B, npoint, 3), new_h (B, npoint, C),
+    fps_idx (B, npoint).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        npoint: int,
+        radii: tuple[float, ...] = (0.1, 0.2, 0.4),
+        nsamples: tuple[int, ...] = (8, 16, 32),
+    ) -> None:
+        super().__init__()
+        if len(radii) != len(nsamples):
+            raise ValueError(f"radii and nsamples must have equal length, got {radii} and {nsamples}")
+        self.npoint = int(npoint)
+        self.branches = nn.ModuleList(OmniScaleBranch(channels, r, s) for r, s in zip(radii, nsamples))
+
+    def forward(self, xyz: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        fps_idx = farthest_point_sample(xyz, self.npoint)
+        new_xyz = gather_points(xyz, fps_idx)
+        groups = ball_query_multiscale(
+            [br.radius for br in self.branches], [br.nsample for br in self.branches], xyz, new_xyz
+        )
+        new_h = None
+        for branch, group_idx in zip(self.branches, groups):
+            out = branch(xyz, h, new_xyz, group_idx)
+            new_h = out if new_h is None else new_h + out
+        return new_xyz, new_h, fps_idx
+
+    def extra_repr(self) -> str:
+        return f"npoint={self.npoint}"
+
+
+class GatedResidual(nn.Module):
+    """``s·shortcut + (1 − s)·x`` with ``s = sigmoid(p)``, one learnable scalar initialised to 0.
+
+    OG-Net-Deep's layer skip (the reference's ``p_w``, ``id_skip=2``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logit = nn.Parameter(torch.zeros(()))
+
+    def forward(self, shortcut: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        s = torch.sigmoid(self.logit).to(x.dtype)
+        return s * shortcut + (1.0 - s) * x
+
+
+class EmbeddingHead(nn.Module):
+    """Re-id head: Linear(no bias) -> BatchNorm1d (the re-id feature) -> Dropout -> classifier.
+
+    Dropout is *not* in place, so the returned feature is the clean BN output in training too
+    (the reference's in-place dropout leaks into its circle loss; we do not copy that).
+    ``num_classes=0`` builds no classifier and returns ``logits=None``.
+
+    Shapes: x (B, in_features) -> logits (B, num_classes) or None, feature (B, embed_dim).
+    """
+
+    def __init__(
+        self, in_features: int, num_classes: int, embed_dim: int = 512, drop_rate: float = 0.7
+    ) -> None:
+        super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
+        if not 0.0 <= float(drop_rate) < 1.0:
+            raise ValueError(f"drop_rate must lie in [0, 1), got {drop_rate!r}")
+        self.embed = nn.Linear(in_features, embed_dim, bias=False)
+        self.bn = nn.BatchNorm1d(embed_dim)
+        self.dropout = nn.Dropout(p=float(drop_rate), inplace=False)
+        self.classifier = nn.Linear(embed_dim, num_classes) if num_classes > 0 else None
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier (weights N(0, 1e-6), bias 0); 0 removes it."""
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
+        ref = self.bn.weight
+        self.classifier = (
+            nn.Linear(self.bn.num_features, num_classes).to(device=ref.device, dtype=ref.dtype)
+            if num_classes > 0
+            else None
+        )
+        if self.classifier is not None:
+            init_classifier(self.classifier)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        feature = self.bn(self.embed(x))
+        logits = self.classifier(self.dropout(feature)) if self.classifier is not None else None
+        return logits, feature
+
+
+def init_classifier(linear: nn.Linear) -> None:
+    """Reference classifier init: weight ~ N(0, 1e-6), bias 0."""
+    nn.init.normal_(linear.weight, mean=0.0, std=1e-6)
+    if linear.bias is not None:
+        nn.init.zeros_(linear.bias)

@@ -1,0 +1,147 @@
+"""OG-Net variants: smoke test over every registered model, exact paper parameter counts,
+structure (point counts, graphs, residuals), backend equality, input errors."""
+
+import copy
+
+import pytest
+import torch
+
+import mirror3d.models.ognet.model as model_mod
+from mirror3d.models.ognet import CNN2D, OGNet, ReIDOutput, count_paper_params
+from mirror3d.models.registry import create_model, list_models
+
+OGNET_MODELS = list_models(module="mirror3d.models.ognet")
+
+
+def test_registered_names():
+    assert set(OGNET_MODELS) == {"og-net", "og-net-small", "og-net-deep", "cnn2d-small"}
+
+
+def _inputs(model, b=2, n=1024, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    if isinstance(model, CNN2D):
+        return (torch.randn(b, 3, 128, 64, generator=g),)
+    xyz = (torch.rand(b, n, 3, generator=g) - 0.5) * torch.tensor([0.5, 1.6, 0.3])
+    rgb = torch.rand(b, n, 3, generator=g) - 0.5
+    return xyz, rgb
+
+
+@pytest.mark.parametrize("name", OGNET_MODELS)
+def test_smoke_every_registered_model(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=7)
+    model.train()
+    out = model(*_inputs(model, n=800))  # the first FPS level needs >= 768 points
+    assert isinstance(out, ReIDOutput)
+    assert out.logits.shape == (2, 7) and out.feature.shape == (2, 512)
+    assert torch.isfinite(out.logits).all() and torch.isfinite(out.feature).all()
+    (out.logits.square().sum() + out.feature.square().sum()).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, missing
+    assert all(p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "name,paper,all_params",
+    [
+        ("og-net", 1_951_734, 1_951_738),
+        ("og-net-small", 1_200_829, 1_200_833),
+        ("og-net-deep", 2_470_477, 2_470_498),
+    ],
+)
+def test_exact_paper_parameter_counts(name, paper, all_params):
+    model = create_model(name, num_classes=751)
+    assert count_paper_params(model) == paper
+    # + the 751-way classifier (512*751 + 751), as the reference's training-time count
+    assert count_paper_params(model, include_classifier=True) == paper + 385_263
+    # every nn.Parameter outside the classifier: the reference's figure minus its unused
+    # logit_scale scalar (reference/ognet.md §2: 1,951,739 / 1,200,834 / 2,470,499)
+    n_classifier = sum(p.numel() for p in model.get_classifier().parameters())
+    assert sum(p.numel() for p in model.parameters()) - n_classifier == all_params
+
+
+def test_structure_point_counts_graphs_and_residuals(monkeypatch):
+    seen = []
+    real_knn = model_mod.knn
+
+    def spy(x, k, chunk_size=None):
+        seen.append((x.shape[1], x.shape[2], k))
+        return real_knn(x, k, chunk_size=chunk_size)
+
+    monkeypatch.setattr(model_mod, "knn", spy)
+    model = create_model("og-net-deep", num_classes=3)
+    assert [l.downsample.npoint if l.downsample else None for l in model.layers] == [768, 384, None, 192, None, 96, None]
+    assert [l.shortcut[0].in_features if l.shortcut else None for l in model.layers] == [3, 48, None, 96, None, 192, None]
+    # the same structure on a small cloud (first FPS level 64 instead of 768) keeps the test fast
+    model = create_model("og-net-deep", num_classes=3, init_points=128).eval()
+    assert [l.downsample.npoint if l.downsample else None for l in model.layers] == [128, 64, None, 32, None, 16, None]
+    with torch.no_grad():
+        out = model(*_inputs(model, n=150))
+    assert out.feature.shape == (2, 512)
+    # two graphs per layer; xyz-only except the last layer, whose graphs use [xyz ; h]
+    assert seen == [
+        (150, 3, 9), (150, 3, 9), (128, 3, 9), (128, 3, 9), (64, 3, 9), (64, 3, 9),
+        (64, 3, 9), (64, 3, 9), (32, 3, 9), (32, 3, 9), (32, 3, 9), (32, 3, 9),
+        (16, 387, 9), (16, 387, 9),
+    ]
+    seen.clear()
+    assert [l.downsample.npoint for l in create_model("og-net").layers] == [768, 384, 192, 96]
+    model = create_model("og-net", num_classes=3, init_points=160, k=8).eval()
+    with torch.no_grad():
+        model(*_inputs(model, n=200))
+    assert seen == [(200, 3, 8), (160, 3, 8), (80, 3, 8), (40, 259, 8)]
+
+
+def test_classifier_init_and_reset():
+    model = create_model("og-net-small", num_classes=11, init_points=256)
+    w = model.get_classifier().weight
+    assert w.shape == (11, 512) and w.abs().max() < 1e-5
+    assert torch.all(model.get_classifier().bias == 0)
+    model.reset_classifier(0)
+    model.eval()
+    with torch.no_grad():
+        out = model(*_inputs(model, n=300))
+    assert out.logits is None and out.feature.shape == (2, 512)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_model_pyg_backend_equals_dense(mode):
+    torch.manual_seed(1)
+    dense = OGNet(feature_dims=(8, 16, 16, 32), num_classes=5, k=6, num_convs=2, gated_residual=True, init_points=64)
+    pyg = copy.deepcopy(dense)
+    pyg.set_edge_backend("pyg")
+    dense.train(mode == "train")
+    pyg.train(mode == "train")
+    inputs = _inputs(dense, b=4, n=100)
+    # the pooled descriptors agree to float rounding; the batch-of-4 BN1d after them amplifies it
+    assert torch.allclose(dense.forward_features(*inputs), pyg.forward_features(*inputs), atol=1e-4)
+    torch.manual_seed(2)  # same dropout masks
+    out1 = dense(*inputs)
+    torch.manual_seed(2)
+    out2 = pyg(*inputs)
+    assert torch.allclose(out1.feature, out2.feature, atol=1e-3)
+    assert torch.allclose(out1.logits, out2.logits, atol=1e-6)
+    (out1.feature.sum() + out1.logits.sum()).backward()
+    (out2.feature.sum() + out2.logits.sum()).backward()
+    for (name, p1), p2 in zip(dense.named_parameters(), pyg.parameters()):
+        assert torch.allclose(p1.grad, p2.grad, atol=1e-3, rtol=1e-3), name
+
+
+def test_input_errors():
+    model = create_model("og-net-small", num_classes=3)
+    xyz, rgb = _inputs(model, n=700)
+    with pytest.raises(ValueError, match=r"at least 768 points.*N=700"):
+        model(xyz, rgb)
+    xyz, rgb = _inputs(model, n=800)
+    with pytest.raises(ValueError, match="rgb"):
+        model(xyz, rgb[..., :2])
+    bad = xyz.clone()
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="xyz contains NaN"):
+        model(bad, rgb)
+    with pytest.raises(ValueError, match="share"):
+        model(xyz, rgb[:1])
+    with pytest.raises(ValueError, match="edge_backend"):
+        create_model("og-net", edge_backend="scatter")
+    with pytest.raises(ValueError, match=r"k=20 exceeds the 16 points layer 3"):
+        create_model("og-net", init_points=64)
