@@ -220,6 +220,19 @@ register_command(
     "mirror3d.render.turntable",
     "render a turntable of the template sphere (GIF + PNG sheet)",
 )
+register_command("synth", "mirror3d.data.synth.cli", "generate SynthPeople (clothed people: re-id trees + 3D ground truth)")
+register_command("train-casl", "mirror3d.platform.casl_cli:TrainCaslCommand",
+                 "train CASL (single-image textured mesh reconstruction) on Ray Train")
+register_command("eval-casl", "mirror3d.models.casl.eval_cli:EvalCaslCommand",
+                 "evaluate a CASL run: MaskIoU, SSIM, FD, SynthPeople 3D truth, pictures")
+register_command("train-reid", "mirror3d.platform.reid_cli:TrainReidCommand",
+                 "train OG-Net (point clouds) or the 2D baseline on Ray Train, then evaluate")
+register_command("eval-reid", "mirror3d.platform.reid_cli:EvalReidCommand",
+                 "evaluate a re-id run (CMC, mAP, ranked picture), also across datasets")
+register_command("lift-flat", "mirror3d.platform.reid_cli:LiftFlatCommand",
+                 "lift a re-id dataset to flat (x, y, 0) point-cloud shards")
+register_command("lift", "mirror3d.lifting.pipeline:LiftCommand",
+                 "lift a re-id dataset to point-cloud shards on Ray Data (flat | casl-visible[+bg])")
 
 
 # --------------------------------------------------------------------------------------------
