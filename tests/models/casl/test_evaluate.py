@@ -1,0 +1,206 @@
+"""The eval-casl job on a real (tiny) trained run: metrics recomputed by hand, FD naming,
+SynthPeople 3D truth against the generator's own ground truth, pictures, and clean failures."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageSequence
+
+from mirror3d.cli import main
+from mirror3d.config import config_to_dict, load_config
+from mirror3d.data.datasets import ReconstructionDataset
+from mirror3d.data.readers import read_recon
+from mirror3d.data.synth import SynthConfig, build_person_mesh, generate_dataset, load_recipes, read_ground_truth
+from mirror3d.metrics.image import TorchModuleExtractor, ssim
+from mirror3d.metrics.reconstruction import template_baseline_chamfer
+from mirror3d.models.casl.evaluate import EvalCaslOptions, evaluate_casl, find_synth_root
+from mirror3d.models.casl.inference import load_casl
+from mirror3d.platform.casl_trainer import CaslTrainConfig, smoke_config, train_loop_per_worker
+from mirror3d.render import look_at_camera
+from mirror3d.render.mesh_io import load_mesh
+
+_FIX = pathlib.Path(__file__).resolve().parents[2] / "data" / "fixtures.py"
+
+
+def _fixtures():
+    spec = importlib.util.spec_from_file_location("mirror3d_tests_data_fixtures_casl_eval", _FIX)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 2-epoch smoke run on the Market-HQ fixture (32×64): (run_dir, data_root)."""
+    tmp = tmp_path_factory.mktemp("casl_eval")
+    root = _fixtures().make_market_hq(tmp, size=(32, 64))
+    cfg = smoke_config(load_config(CaslTrainConfig, overrides=[
+        "--data.root", str(root), "--data.ratio_range", "0.0,1.0", "--data.clean_range", "0.0,1.0",
+        "--optim.average_last", "0"]))
+    run = tmp / "run"
+    run.mkdir()
+    train_loop_per_worker({"config": config_to_dict(cfg), "run_dir": str(run), "resume": ""})
+    return run, root
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    """A tiny SynthPeople tree at 32×64: 2 ids × 4 images (test id 2 has the queries)."""
+    out = tmp_path_factory.mktemp("synth") / "sp"
+    generate_dataset(SynthConfig(out=str(out), ids=2, images_per_id=4, image_size=(32, 64), no_ray=True,
+                                 distractor_ids=0, junk_ids=0, floor=False, progress=False))
+    return out
+
+
+def _read(run):
+    m = json.loads((run / "eval" / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (run / "eval" / "per_image.jsonl").read_text().splitlines()]
+    return m, rows
+
+
+def test_eval_cli_market_hq_metrics_by_hand(trained, capsys):
+    run, root = trained
+    assert main(["eval-casl", str(run), "--no-pictures", "--batch-size", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "MaskIoU" in out and "FD_randcnn" in out
+    m, rows = _read(run)
+    assert m["data"]["n_images"] == 2 == len(rows)  # the fixture's 2 query images
+    assert m["synthpeople"] is None and m["pictures"] == []
+    assert not list(run.glob(".eval.partial*"))
+    # recompute MaskIoU and SSIM from the model and the images
+    pred = load_casl(run)
+    records = [r for r in read_recon("market_hq", root)[0] if r.split == "test"]
+    ds = ReconstructionDataset(records, (32, 64), aug="market", bg=True, train=False)
+    x = torch.stack([ds[i]["image"] for i in range(len(ds))])
+    with torch.no_grad():
+        out = pred.model.render(pred.model.encode(x))
+    a, b = out.soft_mask.double(), x[:, 3].double()
+    iou = (a * b).sum((1, 2)) / (a + b - a * b).sum((1, 2))
+    assert m["mask_iou_pct"] == pytest.approx(100 * iou.mean().item(), rel=1e-4)
+    mw = x[:, 3:4]
+    on_white = lambda t: t * mw + (1 - mw)  # noqa: E731
+    s = ssim(on_white(x[:, :3]), on_white(out.rgb))
+    assert m["ssim_pct"] == pytest.approx(100 * s.mean().item(), rel=1e-4)
+    assert [r["path"] for r in rows] == [str(r.image_path) for r in records]
+    # Fréchet distances: named FD_randcnn (never FID), with N; novel/90 have 2 fakes per image
+    fd = m["fd"]
+    assert fd["metric"] == "FD_randcnn" and not fd["reports_fid"]
+    assert (fd["recon"]["n_real"], fd["recon"]["n_fake"], fd["novel"]["n_fake"], fd["90"]["n_fake"]) == (2, 2, 4, 4)
+    assert m["FD_randcnn_recon"] == fd["recon"]["value"] > 0
+    assert not any(k.startswith("FID") for k in m)
+    md = (run / "eval" / "metrics.md").read_text()
+    assert "| FD_randcnn_90 |" in md and "not FID" in md and "FID_" not in md
+    # the predicted-parameter summary matches the per-image rows
+    assert m["predicted"]["azimuth"]["mean"] == pytest.approx(np.mean([r["azimuth"] for r in rows]))
+
+
+def test_eval_synthpeople_truth_and_pictures(trained, synth):
+    run, _ = trained
+    data_root = synth / "Market-HQ"
+    assert find_synth_root(data_root) == synth.resolve()
+    m = evaluate_casl(run, ["--data.root", str(data_root)],
+                      EvalCaslOptions(samples=2, chamfer_points=300, seed=1))
+    m2, rows = _read(run)
+    assert m2["synthpeople"] == m["synthpeople"]
+    gt = {r["path"]: r for r in read_ground_truth(synth).to_pylist() if r["tree"] == "market_hq"}
+    queries = [p for p in gt if "/query/" in p]
+    s = m["synthpeople"]
+    assert s["n_images"] == len(queries) == len(rows) and s["n_without_truth"] == 0
+    errs = []
+    for r in rows:
+        row = gt[pathlib.Path(r["path"]).resolve().relative_to(synth.resolve()).as_posix()]
+        assert r["gt_azimuth"] == pytest.approx(row["azimuth"]) and r["gt_distance"] == pytest.approx(row["distance"])
+        d = abs(r["azimuth"] - row["azimuth"]) % 360
+        errs.append(min(d, 360 - d))
+        assert 0 <= r["novel_view_mask_iou"] <= 1 and r["chamfer"] > 0 and r["chamfer_placed"] >= 0
+    assert s["camera"]["azimuth_median_deg"] == pytest.approx(float(np.median(errs)), abs=1e-4)
+    # the initial-template baseline of one image, from the generator's public mesh builder
+    r0 = rows[0]
+    row = gt[pathlib.Path(r0["path"]).resolve().relative_to(synth.resolve()).as_posix()]
+    verts, faces, _, _ = build_person_mesh(load_recipes(synth)[row["recipe_id"]], row["pose_jitter"])
+    model = load_casl(run).model
+    cam = look_at_camera(torch.tensor([row["azimuth"]]), torch.tensor([row["elevation"]]),
+                         torch.tensor([row["distance"]]), torch.tensor([[row["bx"], row["by"]]]))
+    base = template_baseline_chamfer(model.template_init, model.faces, verts[None], faces, cam,
+                                     n_points=300, seed=1)
+    assert r0["chamfer_template_init"] == pytest.approx(base.item(), rel=1e-5)
+    md = (run / "eval" / "metrics.md").read_text()
+    assert "SynthPeople 3D truth" in md and "azimuth error" in md
+    # pictures
+    ev = run / "eval"
+    for p in m["pictures"]:
+        assert (ev / p).is_file(), p
+    names = set(m["pictures"])
+    assert {"reconstructions.png", "texture_swap.png", "histograms.png", "template_evolution.gif"} <= names
+    gifs = sorted(p for p in names if p.startswith("turntables/"))
+    objs = sorted(p for p in names if p.startswith("meshes/") and p.endswith(".obj"))
+    assert len(gifs) == 2 and len(objs) == 2 and len([p for p in names if p.endswith(".glb")]) == 2
+    assert sum(1 for _ in ImageSequence.Iterator(Image.open(ev / gifs[0]))) == 36
+    # the template GIF: initial + one snapshot per epoch the trainer wrote
+    snaps = len(list((run / "templates").glob("epoch_*.obj")))
+    assert snaps == 2
+    assert sum(1 for _ in ImageSequence.Iterator(Image.open(ev / "template_evolution.gif"))) == 1 + snaps
+    assert load_mesh(ev / objs[0]).verts.shape == (642, 3)
+
+
+class _Tiny(torch.nn.Module):
+    def forward(self, x):
+        return torch.cat([x.mean((2, 3)), x.std((2, 3))], 1)
+
+
+def test_user_extractor_is_reported_as_fid(trained):
+    run, _ = trained
+    ext = TorchModuleExtractor(_Tiny(), resize=(16, 16), name="inception", reports_fid=True)
+    m = evaluate_casl(run, options=EvalCaslOptions(pictures=False), extractor=ext)
+    assert m["fd"]["metric"] == "FID" and m["fd"]["dims"] == 6
+    assert m["FID_recon"] == m["fd"]["recon"]["value"] and "FD_randcnn_recon" not in m
+    assert "| FID_novel |" in (run / "eval" / "metrics.md").read_text()
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("mirror3d eval-casl: error:")
+    return err[0]
+
+
+def test_bad_inputs_fail_with_one_line_and_no_output(trained, tmp_path, capsys):
+    run, root = trained
+    assert main(["eval-casl", str(tmp_path / "missing")]) == 1
+    assert "does not exist" in _one_error_line(capsys)
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    torch.save({"format": "mirror3d/reid", "model": {}}, foreign / "model_final.pt")
+    assert main(["eval-casl", str(foreign)]) == 1
+    assert "mirror3d/casl" in _one_error_line(capsys)
+    (foreign / "model_final.pt").write_bytes(b"not a checkpoint")
+    assert main(["eval-casl", str(foreign)]) == 1
+    assert "cannot be read" in _one_error_line(capsys)
+    assert not (foreign / "eval").exists()
+
+    # a file that is not an image in the data; an earlier eval/ stays as it was
+    run2 = tmp_path / "run2"
+    run2.mkdir()
+    shutil.copy(run / "model_final.pt", run2 / "model_final.pt")
+    (run2 / "eval").mkdir()
+    (run2 / "eval" / "marker.txt").write_text("old")
+    data = tmp_path / "hq"
+    shutil.copytree(root, data)
+    bad = sorted((data / "pytorch" / "query").rglob("*.png"))[0]
+    bad.write_bytes(b"this is not a png")
+    assert main(["eval-casl", "--data.root", str(data), str(run2)]) == 1  # options before RUN_DIR
+    assert bad.name in _one_error_line(capsys)
+    assert sorted(p.name for p in (run2 / "eval").iterdir()) == ["marker.txt"]
+    assert not list(run2.glob(".eval.partial*"))
+
+    # only data.* can be overridden
+    assert main(["eval-casl", str(run2), "--optim.lr", "0.1"]) == 2
+    assert "only data.*" in _one_error_line(capsys)
