@@ -1,0 +1,634 @@
+"""SynthPeople on disk: the Market-1501 and Market-HQ trees, the 3D ground truth, sharding with
+Ray, and resume.
+
+Layout of ``out`` (all paths in the ground truth are relative to it)::
+
+    Market-1501/bounding_box_train/PPPP_cCs1_FFFFFF_00.jpg     train identities (JPEG q95)
+    Market-1501/query/…                                          one per camera of a test id
+    Market-1501/bounding_box_test/…                              the rest of the test ids, plus
+                                                                 distractors (pid 0000) and
+                                                                 junk (pid -1)
+    Market-HQ/pytorch/{train_all,query}/PPPP/<img>.jpg.png       RGB (PNG data)
+    Market-HQ/seg_hmr/{train_all,query}/PPPP/<img>.jpg_<r.rr>.png   mask 0/255, r = fg ratio
+    gt/images.parquet      one row per written RGB image (both trees)
+    gt/recipes.jsonl       one recipe per generated person (ids, distractors, junk)
+    gt/meshes/RRRR.obj     (+ .mtl + .png) the base-pose mesh of recipe RRRR (= the pid for ids)
+    gt/raw_pixel_floor.json  (if computed) nearest neighbour on raw pixels
+    contact_sheet.png  README.txt
+    .synth/                generator state: config.json, shards/NNNNN.{done,parquet,jsonl}
+
+Work units are people: ids 1..N (train: the first ceil(N/2), test: the rest), then distractor
+and junk people with recipe ids N+1, …. A unit depends only on (seed, recipe id) and the
+settings, never on the shard it lands in. Shards (``shard_size`` units) are written into
+``.synth/tmp/`` and moved into place; a ``.synth/shards/NNNNN.done`` marker listing the files
+is written last. A re-run skips shards whose marker and files exist and rebuilds the merged
+ground truth, contact sheet and README, so the tree comes out byte-identical.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import pathlib
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mirror3d.data.masks import mask_name_with_ratio
+from mirror3d.data.synth.body import build_person
+from mirror3d.data.synth.cli import SynthConfig, resolved_counts
+from mirror3d.data.synth.recipe import POSE_NAMES, PersonRecipe, draw_recipe, identity_rng
+from mirror3d.data.synth.scene import (
+    View,
+    assign_cameras,
+    camera_rig,
+    draw_views,
+    render_views,
+)
+from mirror3d.render import MeshRenderer
+
+__all__ = [
+    "GENERATOR_VERSION", "Unit", "plan_units", "plan_shards", "choose_queries", "market_stem",
+    "generate_unit", "write_shard", "generate_dataset", "load_recipes", "read_ground_truth",
+    "view_from_row", "rerender_row", "file_hashes", "gt_schema", "shard_done", "contact_sheet",
+]
+
+GENERATOR_VERSION = "synthpeople-1"
+_STATE = ".synth"
+_MARKET = "Market-1501"
+_HQ = "Market-HQ"
+_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
+_HQ_SPLITS = {"train": "train_all", "query": "query"}
+
+
+def gt_schema():
+    """The pyarrow schema of ``gt/images.parquet``."""
+    import pyarrow as pa
+
+    fields = [
+        ("path", pa.string()), ("tree", pa.string()), ("image_key", pa.string()),
+        ("mask_path", pa.string()), ("pid", pa.int32()), ("camid", pa.int16()),
+        ("split", pa.string()), ("role", pa.string()), ("frame", pa.int32()),
+        ("azimuth", pa.float32()), ("elevation", pa.float32()), ("distance", pa.float32()),
+        ("bx", pa.float32()), ("by", pa.float32()), ("light", pa.list_(pa.float32(), 9)),
+        ("recipe_id", pa.int32()), ("pose_jitter", pa.list_(pa.float32(), len(POSE_NAMES))),
+        ("fg_ratio", pa.float32()), ("bg_style", pa.string()), ("bg_seed", pa.int64()),
+    ]
+    meta = {
+        b"pose_jitter_names": ",".join(POSE_NAMES).encode(),
+        b"generator": GENERATOR_VERSION.encode(),
+        b"camid": b"0-based (file camera number minus one)",
+    }
+    return pa.schema(fields, metadata=meta)
+
+
+# ------------------------------------------------------------------------------ planning
+@dataclass(frozen=True)
+class Unit:
+    """One person to generate.
+
+    Attributes:
+        recipe_id: generator key (= pid for identities).
+        role: "train" | "test" | "distractor" | "junk".
+        pid: the pid in file names (recipe id, 0 for distractors, −1 for junk).
+    """
+
+    recipe_id: int
+    role: str
+    pid: int
+
+
+def plan_units(cfg: SynthConfig) -> list[Unit]:
+    """All people of the dataset in generation order."""
+    n, d, j = resolved_counts(cfg)
+    n_train = (n + 1) // 2
+    units = [Unit(p, "train" if p <= n_train else "test", p) for p in range(1, n + 1)]
+    units += [Unit(n + k, "distractor", 0) for k in range(1, d + 1)]
+    units += [Unit(n + d + k, "junk", -1) for k in range(1, j + 1)]
+    return units
+
+
+def plan_shards(units: list[Unit], shard_size: int) -> list[list[Unit]]:
+    if shard_size < 1:
+        raise ValueError(f"shard_size: expected >= 1, got {shard_size}")
+    return [units[i:i + shard_size] for i in range(0, len(units), shard_size)]
+
+
+def choose_queries(camids: list[int]) -> list[int]:
+    """Market-style queries of a test identity: the first image of each camera it appears in,
+    taken (cameras in ascending order) only while every chosen query keeps a positive, i.e. a
+    gallery image of the same identity from another camera.
+
+    Returns:
+        sorted image indices of the queries.
+    """
+    first: dict[int, int] = {}
+    for i, c in enumerate(camids):
+        first.setdefault(c, i)
+    chosen: list[int] = []
+    for c in sorted(first):
+        trial = chosen + [first[c]]
+        gallery_cams = [camids[i] for i in range(len(camids)) if i not in trial]
+        if all(any(g != camids[q] for g in gallery_cams) for q in trial):
+            chosen = trial
+    return sorted(chosen)
+
+
+def market_stem(pid: int, camera: int, frame: int) -> str:
+    """``PPPP_cCs1_FFFFFF_00`` (camera 1-based; pid −1 is written ``-1``)."""
+    p = "-1" if pid == -1 else f"{pid:04d}"
+    return f"{p}_c{camera}s1_{frame:06d}_00"
+
+
+# ------------------------------------------------------------------------------ one unit
+def _encode(array: np.ndarray, fmt: str, quality: int = 95) -> bytes:
+    buf = io.BytesIO()
+    img = Image.fromarray(array)
+    if fmt == "JPEG":
+        img.save(buf, format="JPEG", quality=quality)
+    else:
+        img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _renderer(cfg: SynthConfig) -> MeshRenderer:
+    w, h = cfg.image_size
+    return MeshRenderer((h, w))
+
+
+def generate_unit(cfg: SynthConfig, unit: Unit, rig=None, renderer: MeshRenderer | None = None,
+                  mesh_dir: pathlib.Path | None = None) -> dict[str, Any]:
+    """Generate one person's images and ground truth (deterministic in cfg.seed and the unit).
+
+    Args:
+        mesh_dir: if given, the base-pose mesh is exported there as ``RRRR.obj``.
+    Returns:
+        dict with ``files`` (relative path → bytes), ``rows`` (ground-truth rows) and
+        ``recipe`` (the recipes.jsonl record).
+    """
+    rig = rig if rig is not None else camera_rig(cfg.cameras, cfg.seed)
+    renderer = renderer if renderer is not None else _renderer(cfg)
+    recipe = draw_recipe(cfg.seed, unit.recipe_id)
+    mesh = build_person(recipe)
+    rng = identity_rng(cfg.seed, unit.recipe_id, 1)
+    m = cfg.images_per_id
+    if unit.role == "junk":
+        camids = [int(c) for c in rng.integers(0, cfg.cameras, m)]
+    else:
+        camids = assign_cameras(rng, m, cfg.cameras)
+    views = draw_views(rng, rig, camids, junk=unit.role == "junk")
+    rgb, mask = render_views(mesh, views, rig, renderer)
+    queries = set(choose_queries(camids)) if unit.role == "test" else set()
+
+    files: dict[str, bytes] = {}
+    rows: list[dict[str, Any]] = []
+    for j, view in enumerate(views):
+        frame = (unit.recipe_id - 1) * m + j + 1
+        stem = market_stem(unit.pid, view.camid + 1, frame)
+        split = "train" if unit.role == "train" else ("query" if j in queries else "gallery")
+        ratio = float(mask[j].mean())
+        market_path = f"{_MARKET}/{_FOLDERS[split]}/{stem}.jpg"
+        files[market_path] = _encode(rgb[j], "JPEG", cfg.jpeg_quality)
+        base = _row(view, rig, unit, split, frame, stem, ratio)
+        hq_mask = None
+        if split in _HQ_SPLITS:
+            hq = _HQ_SPLITS[split]
+            hq_rgb = f"{_HQ}/pytorch/{hq}/{unit.pid:04d}/{stem}.jpg.png"
+            hq_mask = f"{_HQ}/seg_hmr/{hq}/{unit.pid:04d}/{mask_name_with_ratio(stem + '.jpg', ratio)}"
+            files[hq_rgb] = _encode(rgb[j], "PNG")
+            files[hq_mask] = _encode(mask[j].astype(np.uint8) * 255, "PNG")
+        rows.append({**base, "path": market_path, "tree": "market1501", "mask_path": hq_mask})
+        if hq_mask is not None:
+            rows.append({**base, "path": hq_rgb, "tree": "market_hq", "mask_path": hq_mask})
+    if mesh_dir is not None:
+        from mirror3d.render.mesh_io import export_mesh
+
+        export_mesh(pathlib.Path(mesh_dir) / f"{unit.recipe_id:04d}.obj", mesh.posed(None)[0],
+                    mesh.faces, mesh.face_uvs, mesh.texture)
+    record = {"recipe_id": unit.recipe_id, "pid": unit.pid, "role": unit.role,
+              "recipe": recipe.to_dict()}
+    return {"files": files, "rows": rows, "recipe": record}
+
+
+def _row(view: View, rig, unit: Unit, split: str, frame: int, stem: str, ratio: float) -> dict:
+    return {
+        "image_key": stem, "pid": unit.pid, "camid": view.camid, "split": split, "role": unit.role,
+        "frame": frame, "azimuth": view.azimuth, "elevation": view.elevation,
+        "distance": view.distance, "bx": view.bx, "by": view.by, "light": list(view.light),
+        "recipe_id": unit.recipe_id, "pose_jitter": list(view.pose_jitter), "fg_ratio": ratio,
+        "bg_style": rig[view.camid].style, "bg_seed": view.bg_seed,
+    }
+
+
+# ------------------------------------------------------------------------------ shards
+def _state(root: pathlib.Path) -> pathlib.Path:
+    return root / _STATE
+
+
+def _marker(root: pathlib.Path, k: int) -> pathlib.Path:
+    return _state(root) / "shards" / f"{k:05d}.done"
+
+
+def shard_done(root: pathlib.Path, k: int) -> bool:
+    """A shard is done when its marker exists and every file it lists exists."""
+    marker = _marker(root, k)
+    if not marker.is_file():
+        return False
+    try:
+        files = json.loads(marker.read_text())["files"]
+    except (ValueError, KeyError):
+        return False
+    return all((root / f).is_file() for f in files)
+
+
+def _write_bytes_atomic(path: pathlib.Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_shard(cfg: SynthConfig | dict, k: int, units: list[Unit], root: str | os.PathLike,
+                threads: int | None = None) -> dict[str, Any]:
+    """Generate shard ``k`` into a temporary directory, move it into ``root``, mark it done.
+
+    Returns:
+        dict(shard, units, images, files).
+    """
+    if isinstance(cfg, dict):
+        from mirror3d.config import config_from_dict
+
+        cfg = config_from_dict(SynthConfig, cfg)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    root = pathlib.Path(root)
+    tmp = _state(root) / "tmp" / f"shard-{k:05d}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        rig = camera_rig(cfg.cameras, cfg.seed)
+        renderer = _renderer(cfg)
+        rows, recipes, n_images = [], [], 0
+        for unit in units:
+            out = generate_unit(cfg, unit, rig, renderer, mesh_dir=tmp / "gt" / "meshes")
+            for rel, data in out["files"].items():
+                p = tmp / rel
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_bytes(data)
+            rows += out["rows"]
+            recipes.append(out["recipe"])
+            n_images += cfg.images_per_id
+        _write_rows(tmp / _STATE / "shards" / f"{k:05d}.parquet", rows)
+        (tmp / _STATE / "shards" / f"{k:05d}.jsonl").write_text(
+            "".join(json.dumps(r, sort_keys=True) + "\n" for r in recipes))
+        rels = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+        for rel in rels:
+            dest = root / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp / rel, dest)
+        _write_bytes_atomic(_marker(root, k), json.dumps(
+            {"shard": k, "units": [u.recipe_id for u in units], "files": rels}, indent=0).encode())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"shard": k, "units": len(units), "images": n_images, "files": len(rels)}
+
+
+def _write_rows(path: pathlib.Path, rows: list[dict]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist(rows, schema=gt_schema())
+    pq.write_table(table, path)
+
+
+# ------------------------------------------------------------------------------ the dataset
+def _fingerprint(cfg: SynthConfig) -> dict[str, Any]:
+    n, d, j = resolved_counts(cfg)
+    return {"generator": GENERATOR_VERSION, "ids": n, "distractor_ids": d, "junk_ids": j,
+            "images_per_id": cfg.images_per_id, "seed": cfg.seed,
+            "image_size": list(cfg.image_size), "cameras": cfg.cameras,
+            "shard_size": cfg.shard_size, "jpeg_quality": cfg.jpeg_quality}
+
+
+def _prepare_root(cfg: SynthConfig) -> pathlib.Path:
+    root = pathlib.Path(cfg.out)
+    fp = _fingerprint(cfg)
+    state = _state(root) / "config.json"
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"out: {root} exists and is not a directory")
+    if root.is_dir() and any(root.iterdir()):
+        if not state.is_file():
+            raise ValueError(f"out: {root} is not empty and holds no SynthPeople dataset "
+                             f"(no {_STATE}/config.json); choose a new or empty directory")
+        try:
+            old = json.loads(state.read_text())
+        except ValueError:
+            old = None
+        if old != fp:
+            diff = ", ".join(f"{k} {old.get(k)!r} (now {v!r})" for k, v in fp.items()
+                             if not isinstance(old, dict) or old.get(k) != v)
+            raise ValueError(f"out: {root} holds a SynthPeople dataset made with other settings "
+                             f"({diff or 'unreadable config'}); choose another directory or delete it")
+    _write_bytes_atomic(state, (json.dumps(fp, indent=1, sort_keys=True) + "\n").encode())
+    shutil.rmtree(_state(root) / "tmp", ignore_errors=True)  # leftovers of an interrupted run
+    return root
+
+
+def _run_shards(cfg: SynthConfig, root: pathlib.Path, shards: list[list[Unit]], todo: list[int]) -> None:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(shards), initial=len(shards) - len(todo), desc="synth shards",
+               unit="shard", disable=not cfg.progress)
+    try:
+        if cfg.no_ray:
+            # one torch thread, as in each Ray task: the tensors are small, and extra intra-op
+            # threads only add overhead (measured ~2.5x slower with 2 threads on a busy 2-core box)
+            threads = torch.get_num_threads()
+            try:
+                for k in todo:
+                    write_shard(cfg, k, shards[k], root, threads=1)
+                    bar.update(1)
+            finally:
+                torch.set_num_threads(threads)
+            return
+        import ray
+
+        from mirror3d.platform.local_env import local_ray_init_kwargs
+
+        started = False
+        if not ray.is_initialized():
+            ray.init(num_cpus=cfg.workers, **local_ray_init_kwargs())
+            started = True
+        try:
+            task = ray.remote(num_cpus=1)(write_shard)
+            cfg_dict = dataclasses.asdict(cfg)
+            queue, pending = list(todo), []
+            while queue or pending:
+                while queue and len(pending) < cfg.workers:
+                    k = queue.pop(0)
+                    pending.append(task.remote(cfg_dict, k, shards[k], str(root), 1))
+                done, pending = ray.wait(pending, num_returns=1)
+                ray.get(done)
+                bar.update(len(done))
+        finally:
+            if started:
+                ray.shutdown()
+    finally:
+        bar.close()
+
+
+def generate_dataset(cfg: SynthConfig) -> dict[str, Any]:
+    """Generate (or resume) the dataset described by ``cfg`` into ``cfg.out``.
+
+    Returns:
+        summary dict: out, seconds, shards, shards_generated, counts, floor (or None).
+    """
+    from mirror3d.config import validate_config
+
+    cfg = validate_config(cfg)
+    t0 = time.perf_counter()
+    root = _prepare_root(cfg)
+    shards = plan_shards(plan_units(cfg), cfg.shard_size)
+    todo = [k for k in range(len(shards)) if not shard_done(root, k)]
+    _run_shards(cfg, root, shards, todo)
+    missing = [k for k in range(len(shards)) if not shard_done(root, k)]
+    if missing:
+        raise RuntimeError(f"synth: shards {missing[:5]} did not finish")
+    table = _assemble(root, len(shards))
+    counts = _counts(table, root)
+    floor = None
+    if cfg.floor:
+        from mirror3d.data.synth.floor import raw_pixel_floor
+
+        floor = raw_pixel_floor(root)
+        _write_bytes_atomic(root / "gt" / "raw_pixel_floor.json",
+                            (json.dumps(floor, indent=1, sort_keys=True) + "\n").encode())
+    contact_sheet(root, table, cfg.cameras)
+    _write_bytes_atomic(root / "README.txt", _readme(cfg, counts, floor).encode())
+    return {"out": str(root), "seconds": time.perf_counter() - t0, "shards": len(shards),
+            "shards_generated": len(todo), "counts": counts, "floor": floor}
+
+
+def _assemble(root: pathlib.Path, n_shards: int):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shard_dir = _state(root) / "shards"
+    tables = [pq.read_table(shard_dir / f"{k:05d}.parquet") for k in range(n_shards)]
+    table = pa.concat_tables(tables).cast(gt_schema())
+    gt = root / "gt"
+    gt.mkdir(parents=True, exist_ok=True)
+    tmp = gt / f".images.parquet.{uuid.uuid4().hex[:6]}.tmp"
+    pq.write_table(table, tmp)
+    os.replace(tmp, gt / "images.parquet")
+    lines = "".join((shard_dir / f"{k:05d}.jsonl").read_text() for k in range(n_shards))
+    _write_bytes_atomic(gt / "recipes.jsonl", lines.encode())
+    return table
+
+
+def _counts(table, root: pathlib.Path) -> dict[str, Any]:
+    t = table.to_pydict()
+    market = [i for i, tree in enumerate(t["tree"]) if tree == "market1501"]
+    split = [t["split"][i] for i in market]
+    role = [t["role"][i] for i in market]
+    ids = {t["pid"][i] for i in market if t["pid"][i] > 0}
+    ratios = np.array([t["fg_ratio"][i] for i in market if t["pid"][i] > 0] or [0.0])
+    p05, med, p95 = (float(x) for x in np.quantile(ratios, [0.05, 0.5, 0.95]))
+    return {
+        "fg_ratio_p05": p05, "fg_ratio_median": med, "fg_ratio_p95": p95,
+        "identities": len(ids),
+        "train_ids": len({t["pid"][i] for i in market if t["role"][i] == "train"}),
+        "test_ids": len({t["pid"][i] for i in market if t["role"][i] == "test"}),
+        "market_images": len(market),
+        "train": split.count("train"), "query": split.count("query"), "gallery": split.count("gallery"),
+        "distractor_images": role.count("distractor"), "junk_images": role.count("junk"),
+        "hq_images": sum(1 for tree in t["tree"] if tree == "market_hq"),
+        "meshes": len(list((root / "gt" / "meshes").glob("*.obj"))),
+    }
+
+
+# ------------------------------------------------------------------------------ pictures, README
+def contact_sheet(root: pathlib.Path, table, cameras: int, max_ids: int = 8, scale: int = 2) -> pathlib.Path:
+    """A grid: up to ``max_ids`` identities (rows, train then test) × camera ids (columns), the
+    first image of each (id, camera); empty cells are light grey. Written to contact_sheet.png."""
+    t = table.to_pydict()
+    cells: dict[tuple[int, int], str] = {}
+    pids: list[int] = []
+    for i, tree in enumerate(t["tree"]):
+        if tree != "market1501" or t["pid"][i] <= 0:
+            continue
+        pid = t["pid"][i]
+        if pid not in pids:
+            if len(pids) >= max_ids:
+                continue
+            pids.append(pid)
+        cells.setdefault((pid, t["camid"][i]), t["path"][i])
+    first = Image.open(root / next(iter(cells.values())))
+    w, h = first.size
+    w, h = w * scale, h * scale
+    pad, label_h = 4, 14
+    sheet = Image.new("RGB", (cameras * (w + pad) + pad, len(pids) * (h + pad) + pad + label_h),
+                      (255, 255, 255))
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(sheet)
+    for c in range(cameras):
+        draw.text((pad + c * (w + pad) + 2, 1), f"c{c + 1}", fill=(0, 0, 0))
+    for r, pid in enumerate(pids):
+        for c in range(cameras):
+            x, y = pad + c * (w + pad), label_h + pad + r * (h + pad)
+            path = cells.get((pid, c))
+            if path is None:
+                sheet.paste((225, 225, 225), (x, y, x + w, y + h))
+            else:
+                img = Image.open(root / path).convert("RGB").resize((w, h), Image.NEAREST)
+                sheet.paste(img, (x, y))
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    out = root / "contact_sheet.png"
+    _write_bytes_atomic(out, buf.getvalue())
+    return out
+
+
+def _readme(cfg: SynthConfig, counts: dict[str, int], floor: dict | None) -> str:
+    n, d, j = resolved_counts(cfg)
+    rig = camera_rig(cfg.cameras, cfg.seed)
+    w, h = cfg.image_size
+    cams = "\n".join(
+        f"  c{c.camid + 1}: background {c.style:<9} azimuth {c.azimuth_centre:7.1f} ± {c.azimuth_spread:4.1f} deg, "
+        f"elevation ~ {c.elevation_mean:5.1f} deg, distance ~ {c.distance_mean:.2f}, light l0 ~ {c.light_l0:.2f}"
+        for c in rig)
+    floor_text = "not computed (--floor false)"
+    if floor:
+        floor_text = (f"R1 {100 * floor['rank1']:.2f} %, R5 {100 * floor['rank5']:.2f} %, "
+                      f"mAP {100 * floor['map_trapezoid']:.2f} % (trapezoid) / "
+                      f"{100 * floor['map_mean_precision']:.2f} % (mean precision)")
+    return f"""SynthPeople ({GENERATOR_VERSION}) - procedural clothed people with 3D ground truth
+=====================================================================
+
+Generated by mirror3d:
+  python -m mirror3d synth --ids {n} --images-per-id {cfg.images_per_id} --seed {cfg.seed} \\
+      --image_size {w},{h} --cameras {cfg.cameras} --distractor_ids {d} --junk_ids {j} --out <dir>
+The same settings always give the same files (per-person random streams seeded from
+(seed, recipe id); the shard size, the number of workers and Ray or not do not matter).
+Re-running the command on an existing directory resumes it (finished shards are skipped).
+
+Content
+  identities       {counts['identities']} (train {counts['train_ids']}, test {counts['test_ids']}; disjoint)
+  images per id    {cfg.images_per_id}, {w}x{h} (WxH), RGB + binary mask
+  foreground ratio {counts['fg_ratio_median']:.2f} median, {counts['fg_ratio_p05']:.2f}-{counts['fg_ratio_p95']:.2f} (5-95 %) over
+                   the identities' images (Market-HQ masks; CASL's Market filter is (0.09, 0.64))
+  Market-1501      {counts['market_images']} JPEGs (quality {cfg.jpeg_quality}): bounding_box_train {counts['train']},
+                   query {counts['query']}, bounding_box_test {counts['gallery']}
+                   (of which distractors pid 0000: {counts['distractor_images']}, junk pid -1: {counts['junk_images']})
+  Market-HQ        {counts['hq_images']} image/mask pairs (train_all = train ids, query = the queries)
+  meshes           {counts['meshes']} (gt/meshes, base pose, OBJ + MTL + PNG texture)
+
+Re-id protocol (Market-1501)
+  Names PPPP_cCs1_FFFFFF_00.jpg: pid (4 digits, from 0001), camera C (1-based), sequence 1,
+  frame FFFFFF (unique per image), box 00. Each test identity has one query per camera it
+  appears in (as long as the query keeps a positive in another camera); its other images are
+  gallery. Distractors (pid 0000) are extra people who never appear as a query; junk (pid -1)
+  are badly cropped or tiny renders of extra people. Junk = same pid and same camera, or pid -1.
+  Raw-pixel nearest-neighbour floor (32x64 RGB, L2-normalised, cosine): {floor_text}.
+  (Near chance: across cameras the background dominates raw pixels; any learned model should
+  do far better.)
+
+Cameras (each with its own background style, light bias and preferred azimuth sector, so
+same-camera matches are easier than cross-camera ones)
+{cams}
+  Per image: azimuth ~ N(centre, spread) wrapped to [-180, 180); elevation clipped to [-15, 15];
+  distance ~ N(camera mean, 0.3) clipped to [2, 6]; look-at offset (bx, by) ~ U(-0.1, 0.1); SH light l0 in [2.5, 3.5],
+  l1..l8 in [-0.1, 0.1]; pose jitter ~ N(0, 3 deg) per angle (clipped to 8 deg); background drawn
+  afresh (bg_seed). Junk renders use offsets 0.3-0.6 or distance 12-20.
+
+Conventions
+  Renderer: mirror3d.render (DIB-R / CASL conventions): +y up, the person faces +z, the camera
+  at azimuth 0 sits on +z; position (d cosE sinA, d sinE, d cosE cosA), look-at (bx, by, 0),
+  fovy = 2 atan(1/2.5). The person is rendered on white and composited over the (unshaded)
+  background with the hard coverage mask.
+  Meshes: closed parts (torso, neck, head, hair, limbs, hands, feet, skirt/dress, bag), faces
+  counter-clockwise from outside, one texture atlas, normalised at the base pose to
+  y in [-0.9, 0.9] (height 1.8), centred on the bounding box.
+  Masks: Market-HQ/seg_hmr/<split>/<pid>/<img>.jpg_<r.rr>.png, 0/255, r = foreground fraction
+  (2 decimals); RGB at Market-HQ/pytorch/<split>/<pid>/<img>.jpg.png (PNG data).
+
+Ground truth
+  gt/images.parquet: one row per RGB image (tree market1501 or market_hq); columns path,
+  tree, image_key, mask_path, pid, camid (0-based), split (train/query/gallery), role
+  (train/test/distractor/junk), frame, azimuth, elevation, distance, bx, by, light[9],
+  recipe_id, pose_jitter[{len(POSE_NAMES)}] ({', '.join(POSE_NAMES)}), fg_ratio, bg_style, bg_seed.
+  gt/recipes.jsonl: one line per person: recipe_id, pid, role, recipe.
+  The exact mesh of any image: mirror3d.data.synth.build_person_mesh(recipe, row['pose_jitter']);
+  mirror3d.data.synth.rerender_row(dir, row) renders the image again (bit-identical).
+"""
+
+
+# ------------------------------------------------------------------------------ reading back
+def load_recipes(root: str | os.PathLike) -> dict[int, PersonRecipe]:
+    """recipe_id → :class:`PersonRecipe` from ``gt/recipes.jsonl``."""
+    path = pathlib.Path(root) / "gt" / "recipes.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no SynthPeople recipes at {path}")
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            out[int(rec["recipe_id"])] = PersonRecipe.from_dict(rec["recipe"])
+    return out
+
+
+def read_ground_truth(root: str | os.PathLike):
+    """``gt/images.parquet`` as a pyarrow Table."""
+    import pyarrow.parquet as pq
+
+    path = pathlib.Path(root) / "gt" / "images.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"no SynthPeople ground truth at {path}")
+    return pq.read_table(path)
+
+
+def view_from_row(row: dict[str, Any]) -> View:
+    """The :class:`View` of a ground-truth row (a dict of column → value)."""
+    return View(camid=int(row["camid"]), azimuth=float(row["azimuth"]),
+                elevation=float(row["elevation"]), distance=float(row["distance"]),
+                bx=float(row["bx"]), by=float(row["by"]), light=tuple(float(x) for x in row["light"]),
+                pose_jitter=tuple(float(x) for x in row["pose_jitter"]), bg_seed=int(row["bg_seed"]),
+                junk=row["role"] == "junk")
+
+
+def rerender_row(root: str | os.PathLike, row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Render the image of a ground-truth row again from its recipe and parameters.
+
+    Returns:
+        rgb (H, W, 3) uint8 and mask (H, W) bool, identical to the written PNGs.
+    """
+    root = pathlib.Path(root)
+    fp = json.loads((_state(root) / "config.json").read_text())
+    recipe = load_recipes(root)[int(row["recipe_id"])]
+    rig = camera_rig(int(fp["cameras"]), int(fp["seed"]))
+    w, h = fp["image_size"]
+    rgb, mask = render_views(build_person(recipe), [view_from_row(row)], rig, MeshRenderer((h, w)))
+    return rgb[0], mask[0]
+
+
+def file_hashes(root: str | os.PathLike, include_state: bool = False) -> dict[str, str]:
+    """relative path → sha256 of every file under ``root`` (``.synth/`` left out unless asked)."""
+    root = pathlib.Path(root)
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if not p.is_file() or (not include_state and rel.startswith(_STATE + "/")):
+            continue
+        out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
