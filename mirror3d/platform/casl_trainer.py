@@ -49,7 +49,7 @@ class CaslDataConfig:
     bg: bool = field(default=True, metadata={"help": "keep real backgrounds (the reference's --bg)"})
     ratio_range: tuple[float, float] = field(default=(0.05, 0.64), metadata={
         "range": (0.0, 1.0), "help": "train on lo < foreground ratio < hi"})
-    clean_range: tuple[float, float] = field(default=(0.10, 0.49), metadata={
+    clean_range: tuple[float, float] = field(default=(0.18, 0.32), metadata={
         "range": (0.0, 1.0), "help": "the prototype loop's clean subset"})
     max_train: int = field(default=0, metadata={"range": (0, None), "help": "cap (0 = all)"})
     max_test: int = field(default=256, metadata={"range": (0, None), "help": "cap (0 = all)"})
@@ -373,7 +373,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v
         metrics = {k: v / max(n, 1) for k, v in sums.items()}
-        averaging = epoch >= avg_from
+        averaging = epoch >= avg_from or (cfg.optim.average_last > 0 and
+                                          progress(epoch + 1) >= 1.0 - cfg.optim.average_last)
         if averaging:
             if averaged is None:
                 averaged = torch.optim.swa_utils.AveragedModel(model, use_buffers=False)
@@ -458,6 +459,10 @@ def train_casl(cfg: CaslTrainConfig) -> pathlib.Path:
     from mirror3d.platform import train as rt
     from mirror3d.platform.rundir import default_run_name
 
+    from mirror3d.config import update_config
+
+    # workers run in their own directories: ship an absolute data path
+    cfg = update_config(cfg, {"data.root": str(pathlib.Path(cfg.data.root).resolve())})
     load_casl_data(cfg)  # fail fast on bad data, before a run directory or Ray exists
     resume = cfg.resume
     if resume:

@@ -39,8 +39,10 @@ def apply_local_env(override: bool = False) -> dict[str, str]:
 
 
 def local_ray_init_kwargs(num_cpus: int | None = None) -> dict:
-    """Keyword arguments for ``ray.init`` on one machine: loopback only, no dashboard."""
+    """Keyword arguments for ``ray.init`` on one machine: a new local instance (``address=
+    "local"``, even when a ``ray start`` cluster is running), loopback only, no dashboard."""
     kw: dict = {
+        "address": "local",
         "include_dashboard": False,
         "_node_ip_address": "127.0.0.1",
         "log_to_driver": True,

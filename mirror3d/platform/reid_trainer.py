@@ -399,7 +399,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             tot["circle"] += circ.item()
             tot["triplet"] += trip.item()
             tot["acc"] += (out.logits.argmax(1) == labels).float().mean().item()
-        if epoch >= avg_start and cfg.optim.average_from < 1.0:
+        if cfg.optim.average_from < 1.0 and (epoch >= avg_start
+                                             or progress(epoch + 1) >= cfg.optim.average_from):
             if averaged is None:
                 averaged = torch.optim.swa_utils.AveragedModel(model)
             else:
@@ -485,6 +486,11 @@ def train_reid(cfg: ReidTrainConfig) -> pathlib.Path:
     from mirror3d.platform import train as rt
     from mirror3d.platform.rundir import default_run_name
 
+    from mirror3d.config import update_config
+
+    # workers run in their own directories: ship absolute data paths
+    cfg = update_config(cfg, {"data.shards": str(pathlib.Path(cfg.data.shards).resolve()),
+                              "data.images": str(pathlib.Path(cfg.data.images).resolve())})
     load_reid_data(cfg)  # fail fast on bad data, before a run directory or Ray exists
     name = cfg.name or default_run_name()
     run_dir = (pathlib.Path(cfg.out_dir) / name).resolve()
