@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import pathlib
 import time
 from dataclasses import dataclass, field
@@ -259,22 +258,6 @@ def held_out_mask_iou(model, loader, device) -> float:
     return 100.0 * torch.cat(vals).mean().item() if vals else float("nan")
 
 
-def _bn_update(model, loader, device, max_batches: int = 30) -> None:
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = {m: m.momentum for m in bns}
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    with torch.no_grad():
-        for i, batch in enumerate(loader):
-            if i >= max_batches:
-                break
-            model.encode(batch["image"].to(device))
-    for m, mom in saved.items():
-        m.momentum = mom
-
-
 # ------------------------------------------------------------------------------ worker loop
 def train_loop_per_worker(loop_config: dict) -> None:
     from mirror3d.platform import train as rt
@@ -335,25 +318,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
         sync = _all_reduce_grads
 
     epochs = cfg.optim.epochs
-    budget = cfg.optim.max_minutes * 60.0
-    t_start = time.time()
+    clock = rt.TrainingClock(epochs, cfg.optim.max_minutes)
     avg_from = epochs - max(1, int(round(cfg.optim.average_last * epochs))) \
         if cfg.optim.average_last > 0 else epochs + 1
-
-    def progress(epoch_f: float) -> float:
-        p = epoch_f / epochs
-        if budget > 0:
-            p = max(p, (time.time() - t_start) / budget)
-        return min(p, 1.0)
 
     last_epoch = start_epoch - 1
     for epoch in range(start_epoch, epochs):
         if sampler is not None:
             sampler.set_epoch(epoch)
         train_ds.set_epoch(epoch)
-        p = progress(epoch)
-        lr_factor = cfg.optim.min_lr_ratio + (1 - cfg.optim.min_lr_ratio) * 0.5 * (
-            1 + math.cos(math.pi * p))
+        lr_factor = clock.cosine(epoch, cfg.optim.min_lr_ratio)
         for g in opt_e.param_groups:
             g["lr"] = cfg.optim.lr * g.get("lr_scale", 1.0) * lr_factor
         for g in opt_d.param_groups:
@@ -364,7 +338,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         n = 0
         t0 = time.time()
         for i, batch in enumerate(loader):
-            warm = _warm(cfg, epoch, i, len(loader), budget, t_start, epochs)
+            warm = _warm(cfg, clock, epoch + i / max(1, len(loader)))
             x = batch["image"].to(device)
             m = casl_step(model, disc, opt_e, opt_d, x, cfg, enc_loop.frozen(step), warm, gen,
                           sync)
@@ -374,25 +348,25 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 sums[k] = sums.get(k, 0.0) + v
         metrics = {k: v / max(n, 1) for k, v in sums.items()}
         averaging = epoch >= avg_from or (cfg.optim.average_last > 0 and
-                                          progress(epoch + 1) >= 1.0 - cfg.optim.average_last)
+                                          clock.progress(epoch + 1) >= 1.0 - cfg.optim.average_last)
         if averaging:
             if averaged is None:
                 averaged = torch.optim.swa_utils.AveragedModel(model, use_buffers=False)
             else:
                 averaged.update_parameters(model)
-        warm_now = _warm(cfg, epoch + 1, 0, 1, budget, t_start, epochs)
+        warm_now = _warm(cfg, clock, epoch + 1)
         if proto.due(epoch, averaging):
             metrics.update(prototype_update(model, proto, clean_loader, warm_now, device))
             if rank == 0:
                 from mirror3d.render.mesh_io import export_mesh
                 export_mesh(run_dir / "templates" / f"epoch_{epoch:04d}.obj",
                             model.template.cpu(), model.faces.cpu(), model.face_uvs.cpu(), None)
-        stop = budget > 0 and time.time() - t_start >= budget
+        stop = clock.out_of_time()
         if world_size > 1:
             stop = bool(rt.all_reduce_sum(torch.tensor([float(stop)], device=device)).item() > 0)
         final = stop or epoch == epochs - 1
         metrics.update(epoch=epoch, lr_factor=lr_factor, warm=warm_now,
-                       epoch_seconds=time.time() - t0, elapsed_seconds=time.time() - t_start)
+                       epoch_seconds=time.time() - t0, elapsed_seconds=clock.elapsed())
         if rank == 0:
             append_metrics(run_dir, metrics)
         want = final or (epoch + 1) % cfg.optim.checkpoint_every == 0
@@ -415,7 +389,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             final_model = copy.deepcopy(model)
             final_model.load_state_dict(averaged.module.state_dict())
             final_model.template.copy_(model.template)
-            _bn_update(final_model, loader, device)
+            rt.reestimate_bn(final_model, loader,
+                             lambda b: final_model.encode(b["image"].to(device)), 30)
         iou = held_out_mask_iou(final_model, test_loader, device)
         rt.save_checkpoint(run_dir / "model_final.pt", "casl",
                            {"model": final_model.state_dict(), "epoch": last_epoch, "step": step,
@@ -427,19 +402,15 @@ def train_loop_per_worker(loop_config: dict) -> None:
                     model.face_uvs.cpu(), None)
         (run_dir / "train_summary.json").write_text(json.dumps(
             {"held_out_mask_iou": iou, "epochs_run": last_epoch + 1, "steps": step,
-             "minutes": (time.time() - t_start) / 60.0, "template_updates": proto.updates},
+             "minutes": clock.elapsed() / 60.0, "template_updates": proto.updates},
             indent=2))
 
 
-def _warm(cfg: CaslTrainConfig, epoch: int, i: int, n: int, budget: float, t_start: float,
-          epochs: int) -> float:
+def _warm(cfg: CaslTrainConfig, clock, epoch_f: float) -> float:
     """Warm-up factor by fractional epoch (or by the time fraction under a budget)."""
     from mirror3d.models.casl.losses import warm_up_factor
 
-    e = epoch + i / max(1, n)
-    if budget > 0:
-        e = max(e, (time.time() - t_start) / budget * epochs)
-    return warm_up_factor(e, cfg.loss.warm_epochs)
+    return warm_up_factor(max(epoch_f, clock.progress(epoch_f) * clock.epochs), cfg.loss.warm_epochs)
 
 
 def _all_reduce_grads(params) -> None:
@@ -464,20 +435,12 @@ def train_casl(cfg: CaslTrainConfig) -> pathlib.Path:
     # workers run in their own directories: ship an absolute data path
     cfg = update_config(cfg, {"data.root": str(pathlib.Path(cfg.data.root).resolve())})
     load_casl_data(cfg)  # fail fast on bad data, before a run directory or Ray exists
-    resume = cfg.resume
-    if resume:
-        p = pathlib.Path(resume)
-        if p.is_dir() and not (p / rt.CHECKPOINT_FILE).exists():
-            ck = rt.latest_checkpoint(p)
-            if ck is None:
-                raise FileNotFoundError(f"resume: no checkpoint under {p}")
-            resume = str(ck)
-        rt.load_checkpoint(resume, "casl")
+    resume = rt.resolve_resume(cfg.resume, "casl")
     run_dir = (pathlib.Path(cfg.out_dir) / (cfg.name or default_run_name())).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     loop_config = {"config": config_to_dict(cfg), "run_dir": str(run_dir),
-                   "resume": str(pathlib.Path(resume).resolve()) if resume else ""}
+                   "resume": resume}
     rt.fit(train_loop_per_worker, loop_config, run_dir=run_dir,
            scaling=rt.ScalingSpec(cfg.ray.num_workers, cfg.ray.use_gpu, cfg.ray.cpus_per_worker),
            max_failures=cfg.ray.max_failures)

@@ -294,26 +294,6 @@ def extract_features(model: torch.nn.Module, dataset, image_model: bool, batch_s
     return torch.cat(feats)
 
 
-def _bn_update(model: torch.nn.Module, loader, image_model: bool, device, max_batches: int = 50):
-    """Re-estimate BN statistics of a weight-averaged model (cumulative average)."""
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return
-    saved = {m: m.momentum for m in bns}
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    with torch.no_grad():
-        for i, batch in enumerate(loader):
-            if i >= max_batches:
-                break
-            inputs, _ = _unpack(batch, image_model, device)
-            model(*inputs)
-    for m, mom in saved.items():
-        m.momentum = mom
-
-
 # ------------------------------------------------------------------------------ worker loop
 def train_loop_per_worker(loop_config: dict) -> None:
     """Ray Train worker entry point (also callable directly with one process)."""
@@ -351,22 +331,15 @@ def train_loop_per_worker(loop_config: dict) -> None:
     loader = torch.utils.data.DataLoader(data.train, batch_size=cfg.optim.batch_size,
                                          sampler=sampler, drop_last=True)
     epochs = cfg.optim.epochs
-    budget = cfg.optim.max_minutes * 60.0
-    t_start = time.time()
+    clock = rt.TrainingClock(epochs, cfg.optim.max_minutes)
     base_lr = cfg.optim.lr
     warm_iters = max(1, cfg.optim.warm_epochs * len(loader))
     avg_start = int(math.floor(cfg.optim.average_from * epochs))
 
-    def progress(epoch: int) -> float:
-        p = epoch / epochs
-        if budget > 0:
-            p = max(p, (time.time() - t_start) / budget)
-        return min(p, 1.0)
-
     it = start_epoch * len(loader)
     last_epoch = start_epoch - 1
     for epoch in range(start_epoch, epochs):
-        lr = base_lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress(epoch))))
+        lr = base_lr * clock.cosine(epoch, 0.01)
         for g in opt.param_groups:
             g["lr"] = lr
         sampler.set_epoch(epoch)
@@ -400,19 +373,19 @@ def train_loop_per_worker(loop_config: dict) -> None:
             tot["triplet"] += trip.item()
             tot["acc"] += (out.logits.argmax(1) == labels).float().mean().item()
         if cfg.optim.average_from < 1.0 and (epoch >= avg_start
-                                             or progress(epoch + 1) >= cfg.optim.average_from):
+                                             or clock.progress(epoch + 1) >= cfg.optim.average_from):
             if averaged is None:
                 averaged = torch.optim.swa_utils.AveragedModel(model)
             else:
                 averaged.update_parameters(model)
-        stop = budget > 0 and time.time() - t_start >= budget
+        stop = clock.out_of_time()
         if world_size > 1:
             flag = rt.all_reduce_sum(torch.tensor([float(stop)], device=device))
             stop = bool(flag.item() > 0)
         final = stop or epoch == epochs - 1
         metrics = {k: v / max(n, 1) for k, v in tot.items()}
         metrics.update(epoch=epoch, lr=lr, epoch_seconds=time.time() - t0,
-                       elapsed_seconds=time.time() - t_start)
+                       elapsed_seconds=clock.elapsed())
         if rank == 0:
             from mirror3d.platform.rundir import append_metrics
             append_metrics(run_dir, metrics)
@@ -433,7 +406,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         final_model = model
         if averaged is not None:
             final_model = averaged.module
-            _bn_update(final_model, loader, image_model, device)
+            rt.reestimate_bn(final_model, loader,
+                             lambda b: final_model(*_unpack(b, image_model, device)[0]))
             rt.save_checkpoint(run_dir / "model_final.pt", "reid",
                                {"model": final_model.state_dict(), "epoch": last_epoch,
                                 "num_classes": data.num_classes, "config": config_to_dict(cfg),
@@ -494,19 +468,11 @@ def train_reid(cfg: ReidTrainConfig) -> pathlib.Path:
     load_reid_data(cfg)  # fail fast on bad data, before a run directory or Ray exists
     name = cfg.name or default_run_name()
     run_dir = (pathlib.Path(cfg.out_dir) / name).resolve()
-    resume = cfg.resume
-    if resume:
-        p = pathlib.Path(resume)
-        if p.is_dir() and not (p / rt.CHECKPOINT_FILE).exists():
-            ck = rt.latest_checkpoint(p)
-            if ck is None:
-                raise FileNotFoundError(f"resume: no checkpoint under {p}")
-            resume = str(ck)
-        rt.load_checkpoint(resume, "reid")  # validate before launching workers
+    resume = rt.resolve_resume(cfg.resume, "reid")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     loop_config = {"config": config_to_dict(cfg), "run_dir": str(run_dir),
-                   "resume": str(pathlib.Path(resume).resolve()) if resume else ""}
+                   "resume": resume}
     rt.fit(train_loop_per_worker, loop_config, run_dir=run_dir,
            scaling=rt.ScalingSpec(cfg.ray.num_workers, cfg.ray.use_gpu, cfg.ray.cpus_per_worker),
            max_failures=cfg.ray.max_failures)

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ScalingSpec", "ensure_ray", "fit", "world", "device", "in_ray_train",
            "save_checkpoint", "load_checkpoint", "report", "all_reduce_sum", "CheckpointError",
-           "latest_checkpoint"]
+           "latest_checkpoint", "resolve_resume", "reestimate_bn", "TrainingClock"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -221,3 +221,71 @@ def report(metrics: dict[str, Any], checkpoint_state: Callable[[], dict] | None,
 
 def _is_scalar(v: Any) -> bool:
     return isinstance(v, (int, float, str, bool)) or (isinstance(v, torch.Tensor) and v.numel() == 1)
+
+
+def resolve_resume(resume: str, kind: str) -> str:
+    """The checkpoint file to resume from (a file, a Ray checkpoint dir, or a run dir's newest
+    ``checkpoints/epoch_*``), validated before any worker starts. "" stays ""."""
+    if not resume:
+        return ""
+    p = pathlib.Path(resume)
+    if p.is_dir() and not (p / CHECKPOINT_FILE).exists():
+        ck = latest_checkpoint(p)
+        if ck is None:
+            raise FileNotFoundError(f"resume: no checkpoint under {p}")
+        p = ck
+    load_checkpoint(p, kind)
+    return str(p.resolve())
+
+
+@torch.no_grad()
+def reestimate_bn(model: torch.nn.Module, loader, forward: Callable[[Any], Any],
+                  max_batches: int = 50) -> None:
+    """Recompute BatchNorm running statistics as a cumulative average over up to
+    ``max_batches`` batches (for weight-averaged models). ``forward(batch)`` runs the model."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved = {m: m.momentum for m in bns}
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    for i, batch in enumerate(loader):
+        if i >= max_batches:
+            break
+        forward(batch)
+    for m, mom in saved.items():
+        m.momentum = mom
+
+
+class TrainingClock:
+    """Training progress in [0, 1]: the epoch fraction, or the wall-time fraction of a budget
+    when that is further along (so schedules finish inside ``max_minutes``)."""
+
+    def __init__(self, epochs: int, max_minutes: float = 0.0) -> None:
+        import time
+
+        self.epochs = epochs
+        self.budget = max_minutes * 60.0
+        self.start = time.time()
+
+    def elapsed(self) -> float:
+        import time
+
+        return time.time() - self.start
+
+    def progress(self, epoch: float) -> float:
+        p = epoch / self.epochs
+        if self.budget > 0:
+            p = max(p, self.elapsed() / self.budget)
+        return min(p, 1.0)
+
+    def out_of_time(self) -> bool:
+        return self.budget > 0 and self.elapsed() >= self.budget
+
+    def cosine(self, epoch: float, floor: float) -> float:
+        """Cosine factor from 1 down to ``floor`` over the progress."""
+        import math
+
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * self.progress(epoch)))
