@@ -943,3 +943,9 @@ class TurntableConfig:
 
 register_config("render", "mirror3d.config:RenderConfig")
 register_config("turntable", "mirror3d.config:TurntableConfig")
+# Job configs live next to their jobs; listed here (lazily, by path) so that
+# `python -m mirror3d config show NAME` finds them without importing every job first.
+register_config("synth", "mirror3d.data.synth.cli:SynthConfig")
+register_config("casl", "mirror3d.platform.casl_trainer:CaslTrainConfig")
+register_config("reid", "mirror3d.platform.reid_trainer:ReidTrainConfig")
+register_config("lift", "mirror3d.lifting.pipeline:LiftConfig")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mirror3d.config import config_from_dict, config_to_dict, register_config, save_config
+from mirror3d.config import config_from_dict, config_to_dict, save_config
 from mirror3d.models.casl.em import (EncoderLoop, EncoderLoopConfig, PrototypeLoop,
                                      PrototypeLoopConfig)
 from mirror3d.models.casl.losses import CaslLossConfig
@@ -93,7 +93,6 @@ class CaslTrainConfig:
     resume: str = field(default="", metadata={"help": "checkpoint or run dir to resume from"})
 
 
-register_config("casl", "mirror3d.platform.casl_trainer:CaslTrainConfig")
 
 
 def smoke_config(cfg: CaslTrainConfig) -> CaslTrainConfig:

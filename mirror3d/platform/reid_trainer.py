@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mirror3d.config import config_from_dict, config_to_dict, register_config, save_config
+from mirror3d.config import config_from_dict, config_to_dict, save_config
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,6 @@ class ReidTrainConfig:
                              f"optim.instances ({self.optim.instances})")
 
 
-register_config("reid", "mirror3d.platform.reid_trainer:ReidTrainConfig")
 
 
 def smoke_config(cfg: ReidTrainConfig) -> ReidTrainConfig:

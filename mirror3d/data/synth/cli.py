@@ -16,7 +16,7 @@ import argparse
 import math
 from dataclasses import dataclass, field
 
-from mirror3d.config import ConfigError, register_config
+from mirror3d.config import ConfigError
 
 __all__ = ["SynthConfig", "add_arguments", "run", "resolved_counts"]
 
@@ -72,7 +72,6 @@ def resolved_counts(cfg: SynthConfig) -> tuple[int, int, int]:
     return cfg.ids, d, j
 
 
-register_config("synth", "mirror3d.data.synth.cli:SynthConfig")
 
 # Market-style spellings of the most used options (the config keys use underscores).
 _ALIASES = (("--images-per-id", "images_per_id", int), ("--no-ray", "no_ray", None))
