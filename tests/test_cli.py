@@ -289,7 +289,7 @@ def test_config_help(capsys):
     code, out, _ = run_main(capsys, ["config", "--help"])
     assert code == 0 and "show" in out and "dump" in out
     code, out, _ = run_main(capsys, ["config", "dump", "--help"])
-    assert code == 0 and "--out FILE" in out and "render, turntable" in out
+    assert code == 0 and "--out FILE" in out and "casl, lift, reid, render, synth, turntable" in out
 
 
 # ---------------------------------------------------------------- subprocesses
