@@ -40,10 +40,13 @@ def apply_local_env(override: bool = False) -> dict[str, str]:
 
 def local_ray_init_kwargs(num_cpus: int | None = None) -> dict:
     """Keyword arguments for ``ray.init`` on one machine: a new local instance (``address=
-    "local"``, even when a ``ray start`` cluster is running), loopback only, no dashboard."""
+    "local"``, even when a ``ray start`` cluster is running), loopback only. The dashboard runs
+    (on 127.0.0.1): Ray Train's placement-group cleaner polls the state API it serves and warns
+    about once a second without it."""
     kw: dict = {
         "address": "local",
-        "include_dashboard": False,
+        "include_dashboard": True,
+        "dashboard_host": "127.0.0.1",
         "_node_ip_address": "127.0.0.1",
         "log_to_driver": True,
         "configure_logging": True,
