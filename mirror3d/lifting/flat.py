@@ -106,6 +106,7 @@ def lift_reid_tree_flat(root, out_dir, reader: str = "market1501", shard_size: i
                         clouds.append(lift_flat(np.asarray(im)))
                 except OSError as exc:
                     raise ValueError(f"image {r.path}: cannot be read ({exc})") from None
+            sources = [str(pathlib.Path(r.path).resolve()) for r in chunk]  # for pictures later
             write_shard(path, clouds, [r.pid for r in chunk], [r.camid for r in chunk],
-                        [split] * len(chunk), [str(r.path) for r in chunk], "flat")
+                        [split] * len(chunk), sources, "flat")
     return paths
