@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +20,7 @@ from mirror3d.data.readers.recon import (
 )
 
 
-def _load_fixtures():
-    name = "mirror3d_tests_data_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("fixtures.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-fx = _load_fixtures()
+import dataset_fixtures as fx  # noqa: E402
 
 
 # ---------------------------------------------------------------------------- Market-HQ

@@ -1,5 +1,4 @@
 import dataclasses
-import importlib.util
 import json
 import logging
 import pathlib
@@ -22,14 +21,12 @@ from mirror3d.lifting.pipeline import (
 from mirror3d.lifting.shards import SCHEMA, read_shards
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-_FIX = REPO / "tests" / "data" / "fixtures.py"
 
 
 def _fixtures():
-    spec = importlib.util.spec_from_file_location("mirror3d_tests_data_fixtures_lift", _FIX)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    import dataset_fixtures
+
+    return dataset_fixtures
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ SynthPeople 3D truth against the generator's own ground truth, pictures, and cle
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
 import shutil
@@ -26,14 +25,12 @@ from mirror3d.platform.casl_trainer import CaslTrainConfig, smoke_config, train_
 from mirror3d.render import look_at_camera
 from mirror3d.render.mesh_io import load_mesh
 
-_FIX = pathlib.Path(__file__).resolve().parents[2] / "data" / "fixtures.py"
 
 
 def _fixtures():
-    spec = importlib.util.spec_from_file_location("mirror3d_tests_data_fixtures_casl_eval", _FIX)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    import dataset_fixtures
+
+    return dataset_fixtures
 
 
 @pytest.fixture(scope="module")

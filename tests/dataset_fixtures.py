@@ -5,10 +5,8 @@ dataset root. Images are a few pixels wide, written with PIL. Broken variants: `
 leaves out one folder or list file, ``bad_name`` adds an image file whose name does not
 match the dataset's pattern.
 
-pytest runs with ``--import-mode=importlib`` and test folders are not packages, so tests load
-this file by path under a unique module name::
-
-    spec = importlib.util.spec_from_file_location("mirror3d_tests_data_fixtures", path)
+pytest puts ``tests/`` on ``sys.path`` (``pythonpath`` in pyproject.toml), so tests write
+``import dataset_fixtures as fx``.
 
 Default contents (the tests count on these):
 
