@@ -16,7 +16,6 @@ the barycentrics of the colour lookup; the hard coverage carries none (as in DIB
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import torch
@@ -24,14 +23,13 @@ import torch
 from mirror3d.render import kaolin_backend
 from mirror3d.render.camera import Camera
 from mirror3d.render.mesh import check_mesh, face_normals
-from mirror3d.render.rasterize import Fragments, drawable_faces, rasterize
+from mirror3d.render.rasterize import drawable_faces, rasterize
 from mirror3d.render.shading import sh_shading
 from mirror3d.render.soft_silhouette import soft_silhouette, soft_silhouette_naive
 from mirror3d.render.texture import sample_texture
 
 __all__ = ["MeshRenderer", "RenderOutput"]
 
-log = logging.getLogger(__name__)
 
 
 @dataclass
