@@ -14,8 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mirror3d.models.ognet.layers import EmbeddingHead, init_classifier
-from mirror3d.models.ognet.model import ReIDOutput, init_weights
+from mirror3d.models.ognet.model import ReIDNetwork, ReIDOutput
 from mirror3d.models.registry import register_model
 
 __all__ = ["BasicBlock", "CNN2D", "cnn2d_small"]
@@ -49,7 +48,7 @@ class BasicBlock(nn.Module):
         return self.act(y + self.skip(x))
 
 
-class CNN2D(nn.Module):
+class CNN2D(ReIDNetwork):
     """ResNet-style re-id CNN with the OG-Net head.
 
     Args:
@@ -95,19 +94,7 @@ class CNN2D(nn.Module):
             stages.append(nn.Sequential(*blocks))
             prev = width
         self.stages = nn.Sequential(*stages)
-        self.num_features = 2 * prev
-        self.head = EmbeddingHead(self.num_features, num_classes, embed_dim=embed_dim, drop_rate=drop_rate)
-        self.num_classes = int(num_classes)
-        self.apply(init_weights)
-        if self.head.classifier is not None:
-            init_classifier(self.head.classifier)
-
-    def get_classifier(self) -> nn.Module | None:
-        return self.head.classifier
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.head.reset_classifier(num_classes)
-        self.num_classes = int(num_classes)
+        self._build_head(2 * prev, num_classes, embed_dim, drop_rate)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, C, H, W) -> pooled [max ; mean] descriptor (B, 2·widths[-1])."""

@@ -41,6 +41,7 @@ __all__ = [
     "DEFAULT_EDGE_BACKEND",
     "OGNet",
     "OGNetLayer",
+    "ReIDNetwork",
     "ReIDOutput",
     "count_paper_params",
     "init_weights",
@@ -198,7 +199,30 @@ class OGNetLayer(nn.Module):
         return xyz, h
 
 
-class OGNet(nn.Module):
+class ReIDNetwork(nn.Module):
+    """Shared tail of the re-id networks (OG-Net and the 2D baseline): the embedding head, weight
+    initialisation, and timm-style classifier helpers. Subclasses build their trunk, then call
+    :meth:`_build_head`."""
+
+    def _build_head(self, num_features: int, num_classes: int, embed_dim: int,
+                    drop_rate: float) -> None:
+        self.num_features = int(num_features)
+        self.head = EmbeddingHead(self.num_features, num_classes, embed_dim=embed_dim,
+                                  drop_rate=drop_rate)
+        self.num_classes = int(num_classes)
+        self.apply(init_weights)
+        if self.head.classifier is not None:
+            init_classifier(self.head.classifier)
+
+    def get_classifier(self) -> nn.Module | None:
+        return self.head.classifier
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.head.reset_classifier(num_classes)
+        self.num_classes = int(num_classes)
+
+
+class OGNet(ReIDNetwork):
     """OG-Net: EdgeConv layers with omni-scale (FPS + multi-radius ball query) downsampling and a
     re-id head (``reference/ognet.md`` §1).
 
@@ -286,19 +310,8 @@ class OGNet(nn.Module):
             )
             prev = width
         self.layers = nn.ModuleList(layers)
-        self.num_features = 2 * dims[-1]  # [max ; mean] over points
-        self.head = EmbeddingHead(self.num_features, num_classes, embed_dim=embed_dim, drop_rate=drop_rate)
-        self.apply(init_weights)
-        if self.head.classifier is not None:
-            init_classifier(self.head.classifier)
-
-    # -- timm-style helpers ------------------------------------------------------------------
-    def get_classifier(self) -> nn.Module | None:
-        return self.head.classifier
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.head.reset_classifier(num_classes)
-        self.num_classes = int(num_classes)
+        # [max ; mean] over points
+        self._build_head(2 * dims[-1], num_classes, embed_dim, drop_rate)
 
     def set_edge_backend(self, backend: str) -> None:
         """Switch every EdgeConv to ``"dense"`` or ``"pyg"`` (same weights)."""
