@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["lift_flat", "pixel_plane_coords", "lift_reid_tree_flat"]
+__all__ = ["lift_flat", "pixel_plane_coords", "lift_reid_tree_flat", "image_to_rgb"]
 
 
 def pixel_plane_coords(h: int, w: int, height: float = 1.8) -> np.ndarray:
@@ -22,6 +22,20 @@ def pixel_plane_coords(h: int, w: int, height: float = 1.8) -> np.ndarray:
     x = (jj + 0.5 - w / 2.0) * s
     y = (h / 2.0 - ii - 0.5) * s
     return np.stack([x.reshape(-1), y.reshape(-1)], axis=1).astype(np.float32)
+
+
+def image_to_rgb(image: np.ndarray) -> np.ndarray:
+    """Validate an H×W×3 image (uint8, or float in [0, 1]) → (H, W, 3) float32 in [0, 1]."""
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"image: expected an H×W×3 array, got shape {img.shape}")
+    if img.dtype == np.uint8:
+        return img.astype(np.float32) / 255.0
+    if np.issubdtype(img.dtype, np.floating):
+        if not np.isfinite(img).all() or img.min() < 0 or img.max() > 1:
+            raise ValueError("image: float images must be finite and in [0, 1]")
+        return img.astype(np.float32)
+    raise ValueError(f"image: expected uint8 or float in [0, 1], got {img.dtype}")
 
 
 def lift_flat(image: np.ndarray, mask: np.ndarray | None = None, height: float = 1.8,
@@ -37,16 +51,7 @@ def lift_flat(image: np.ndarray, mask: np.ndarray | None = None, height: float =
         (N, 6) float32 [x, y, 0, r, g, b] with rgb in [0, 1]; N = H·W, or the mask's count.
     """
     img = np.asarray(image)
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"image: expected an H×W×3 array, got shape {img.shape}")
-    if img.dtype == np.uint8:
-        rgb = img.astype(np.float32) / 255.0
-    elif np.issubdtype(img.dtype, np.floating):
-        if not np.isfinite(img).all():
-            raise ValueError("image: contains NaN or infinite values")
-        rgb = img.astype(np.float32)
-    else:
-        raise ValueError(f"image: expected uint8 or float, got {img.dtype}")
+    rgb = image_to_rgb(img)
     h, w = img.shape[:2]
     xy = pixel_plane_coords(h, w, height)
     pts = np.concatenate([xy, np.zeros((h * w, 1), np.float32), rgb.reshape(-1, 3)], axis=1)

@@ -45,6 +45,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from mirror3d.lifting.flat import image_to_rgb
 from mirror3d.render.camera import (
     Camera,
     look_at_camera,
@@ -209,16 +210,7 @@ def check_image_mask(image: np.ndarray, mask: np.ndarray | None,
         rgb: (H, W, 3) float32 in [0, 1]; mask: (H, W) bool or None.
     """
     img = np.asarray(image)
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"image: expected an H×W×3 array, got shape {img.shape}")
-    if img.dtype == np.uint8:
-        rgb = img.astype(np.float32) / 255.0
-    elif np.issubdtype(img.dtype, np.floating):
-        if not np.isfinite(img).all() or img.min() < 0 or img.max() > 1:
-            raise ValueError("image: float images must be finite and in [0, 1]")
-        rgb = img.astype(np.float32)
-    else:
-        raise ValueError(f"image: expected uint8 or float in [0, 1], got {img.dtype}")
+    rgb = image_to_rgb(img)
     if mask is None:
         if mask_required:
             raise ValueError("mask: this lifting mode needs a foreground mask, got None")
