@@ -1,9 +1,10 @@
-"""The README's main job (`make run`): the end-to-end pipeline on the embedded default.
+"""The README's main job (`make run`): SynthPeople → CASL → lifting in three modes → OG-Net-Small
+per mode and the 2D baseline → evaluation → runs/pipeline/<name>/report.md.
 
-Stage 1 so far: a turntable of the CASL template sphere under SH lighting. Later stages
-(SynthPeople → CASL → lifting → OG-Net → report) plug in here as they land.
+    python jobs/pipeline.py [--smoke] [--name NAME] [--casl.optim.max_minutes 8] ...
+    ray job submit --working-dir . -- python jobs/pipeline.py --smoke
 
-    python jobs/pipeline.py [--name NAME] [--frames 36] [--render.image_size 64,128] ...
+Re-running with the same name reuses finished stages (see mirror3d/platform/pipeline.py).
 """
 
 import sys
@@ -11,4 +12,4 @@ import sys
 from mirror3d.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["turntable", *sys.argv[1:]]))
+    sys.exit(main(["pipeline", *sys.argv[1:]]))

@@ -233,6 +233,10 @@ register_command("lift-flat", "mirror3d.platform.reid_cli:LiftFlatCommand",
                  "lift a re-id dataset to flat (x, y, 0) point-cloud shards")
 register_command("lift", "mirror3d.lifting.pipeline:LiftCommand",
                  "lift a re-id dataset to point-cloud shards on Ray Data (flat | casl-visible[+bg])")
+register_command("ablate-casl", "mirror3d.platform.casl_ablation:AblateCaslCommand",
+                 "CASL ablations (full / No IM / No Prototype Loop / No Encoder Loop), one budget")
+register_command("pipeline", "mirror3d.platform.pipeline:PipelineCommand",
+                 "the main job: SynthPeople -> CASL -> lifting -> OG-Net + 2D baseline -> report.md")
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,18 +37,18 @@ def test_failure_leaves_no_partial_run(tmp_path, monkeypatch):
     assert list((tmp_path / "tt").iterdir()) == []
 
 
-def test_main_job_cli_reports_where_it_wrote(tmp_path):
+def test_turntable_cli_reports_where_it_wrote(tmp_path):
     import pathlib
     import subprocess
     import sys
     root = pathlib.Path(__file__).resolve().parents[2]
     res = subprocess.run(
-        [sys.executable, "jobs/pipeline.py", "--name", "cli", "--frames", "3",
+        [sys.executable, "-m", "mirror3d", "turntable", "--name", "cli", "--frames", "3",
          "--render.image_size", "16,32", "--out_dir", str(tmp_path / "tt")],
         capture_output=True, text=True, timeout=300, cwd=root)
     assert res.returncode == 0, res.stderr
     assert str(tmp_path / "tt" / "cli" / "turntable.gif") in res.stdout
-    bad = subprocess.run([sys.executable, "jobs/pipeline.py", "--frames", "0"],
+    bad = subprocess.run([sys.executable, "-m", "mirror3d", "turntable", "--frames", "0"],
                          capture_output=True, text=True, timeout=300, cwd=root)
     assert bad.returncode != 0 and "frames" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1

@@ -1,0 +1,114 @@
+"""The main job (jobs/pipeline.py): the --smoke pipeline end to end, stage reuse and resume."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+from mirror3d.config import load_config, update_config
+from mirror3d.platform.pipeline import (PipelineCommand, PipelineConfig, run_pipeline,
+                                        smoke_overrides)
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+STAGES = ["synth", "casl", "eval-casl", "lift:flat", "lift:casl-visible", "lift:casl-visible+bg",
+          "reid:flat", "reid:casl-visible", "reid:casl-visible+bg", "reid:baseline"]
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser()
+    PipelineCommand.add_arguments(parser)
+    return PipelineCommand.config(parser.parse_args(argv))
+
+
+def test_smoke_presets_sit_below_user_options():
+    cfg = _parse(["--smoke", "--reid.optim.epochs", "3", "--name", "x"])
+    assert cfg.smoke and cfg.name == "x"
+    assert cfg.reid.optim.epochs == 3  # the user's option wins
+    assert cfg.casl.optim.epochs == smoke_overrides()["casl.optim.epochs"]
+    assert cfg.synth.ids == smoke_overrides()["synth.ids"]
+    full = _parse([])
+    assert not full.smoke and full.synth.ids == 200 and full.casl.optim.max_minutes > 0
+
+
+def test_bad_config_value_is_one_clear_line():
+    res = subprocess.run([sys.executable, "jobs/pipeline.py", "--modes", "flat,3d-magic"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert res.returncode != 0
+    assert "modes" in res.stderr and "3d-magic" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def _links(md: str) -> list[str]:
+    return re.findall(r"\]\(([^)]+)\)", md)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, ray_session):
+    out = tmp_path_factory.mktemp("pipeline")
+    cfg = load_config(PipelineConfig, None, [f"--{k}={v}" if not isinstance(v, tuple) else
+                                             f"--{k}={','.join(map(str, v))}"
+                                             for k, v in smoke_overrides().items()])
+    cfg = update_config(cfg, {"out_dir": str(out), "name": "smoke"})
+    return cfg, run_pipeline(cfg)
+
+
+def test_smoke_pipeline_writes_the_report(smoke_run):
+    cfg, res = smoke_run
+    assert list(res.stages) == STAGES
+    assert not any(r.reused for r in res.stages.values())
+    md = res.report.read_text()
+    for heading in ("## Stages", "## CASL reconstruction", "## Lifting", "## Re-identification"):
+        assert heading in md
+    # every link and picture in the report resolves, relative to the report
+    links = _links(md)
+    assert any(x.endswith(".gif") for x in links) and any("ranked" in x for x in links)
+    assert any(x.startswith("lift/") and x.endswith(".png") for x in links)
+    for link in links:
+        assert (res.report.parent / link).exists(), link
+    data = json.loads((res.run_dir / "report.json").read_text())
+    rows = {r["input"]: r for r in data["reid"]}
+    assert set(rows) == {"flat", "casl-visible", "casl-visible+bg", "image (2D baseline)"}
+    for r in rows.values():
+        assert 0.0 <= r["rank1"] <= r["rank5"] <= 1.0 and 0.0 <= r["map"] <= 1.0
+        assert r["params"] > 100_000 and r["epochs"] == cfg.reid.optim.epochs
+        # the table shows the same numbers
+        assert f"| {100 * r['rank1']:.1f} | {100 * r['rank5']:.1f} | {100 * r['map']:.1f}" in md
+    assert rows["image (2D baseline)"]["model"] == "cnn2d-small"
+    for mode in ("flat", "casl-visible", "casl-visible+bg"):
+        lift = data["lift"][mode]
+        assert lift["rows"] == data["synth"]["counts"]["market_images"]
+        assert lift["points_min"] >= cfg.lift.min_points
+    assert data["casl_eval"]["synthpeople"]["n_images"] > 0
+    assert (res.run_dir / "casl" / "model_final.pt").exists()
+
+
+def test_rerun_reuses_stages_and_resumes_at_the_failed_one(smoke_run):
+    cfg, first = smoke_run
+    again = run_pipeline(cfg)
+    assert all(r.reused for r in again.stages.values())
+    assert again.stages["reid:flat"].result == first.stages["reid:flat"].result
+
+    # a crash in the middle of one stage: its record is missing, its start marker is left
+    stages = first.run_dir / "stages"
+    (stages / "reid__casl-visible.json").unlink()
+    (stages / "reid__casl-visible.started").write_text(again.stages["reid:casl-visible"].fingerprint)
+    third = run_pipeline(cfg)
+    ran = [k for k, r in third.stages.items() if not r.reused]
+    assert ran == ["reid:casl-visible"]
+    resumed = third.stages["reid:casl-visible"].result["resumed_from"]
+    assert resumed and pathlib.Path(resumed).is_relative_to(first.run_dir / "reid" / "casl-visible")
+    log = (first.run_dir / "reid" / "casl-visible" / "metrics.jsonl").read_text().splitlines()
+    assert len(log) == cfg.reid.optim.epochs  # resumed after its last epoch: nothing retrained
+
+    # changed settings of one stage: it and its dependants run again, the rest is reused
+    changed = update_config(cfg, {"lift.num_points": 384, "modes": ("flat",), "baseline": ""})
+    fourth = run_pipeline(changed)
+    assert [k for k, r in fourth.stages.items() if not r.reused] == ["lift:flat", "reid:flat"]
+    assert "casl-visible" not in json.dumps(json.loads(
+        (first.run_dir / "report.json").read_text())["reid"])
