@@ -358,8 +358,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(command.run(args) or 0)
     except ConfigError as e:
         return fail(e, 2)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
         return fail(e, 1)
+    except RuntimeError as e:
+        from mirror3d.platform.train import TrainingFailed
+
+        if isinstance(e, TrainingFailed):
+            return fail(e, 1)
+        raise
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

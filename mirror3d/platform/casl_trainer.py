@@ -339,12 +339,22 @@ def train_loop_per_worker(loop_config: dict) -> None:
         for i, batch in enumerate(loader):
             warm = _warm(cfg, clock, epoch + i / max(1, len(loader)))
             x = batch["image"].to(device)
-            m = casl_step(model, disc, opt_e, opt_d, x, cfg, enc_loop.frozen(step), warm, gen,
-                          sync)
+            try:
+                m = casl_step(model, disc, opt_e, opt_d, x, cfg, enc_loop.frozen(step), warm,
+                              gen, sync)
+            except FloatingPointError:
+                good = rt.latest_checkpoint(run_dir) or loop_config.get("resume") or None
+                raise FloatingPointError(
+                    f"non-finite CASL loss at epoch {epoch}, step {step}: training stopped; "
+                    f"last good checkpoint: {good or 'none yet'}"
+                    + (f" (resume with --resume {good} after lowering optim.lr or fixing the "
+                       f"data)" if good else "")) from None
             step += 1
             n += 1
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v
+            if clock.out_of_time_all(device):  # the budget ends between steps, not epochs
+                break
         metrics = {k: v / max(n, 1) for k, v in sums.items()}
         averaging = epoch >= avg_from or (cfg.optim.average_last > 0 and
                                           clock.progress(epoch + 1) >= 1.0 - cfg.optim.average_last)
@@ -360,11 +370,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 from mirror3d.render.mesh_io import export_mesh
                 export_mesh(run_dir / "templates" / f"epoch_{epoch:04d}.obj",
                             model.template.cpu(), model.faces.cpu(), model.face_uvs.cpu(), None)
-        stop = clock.out_of_time()
-        if world_size > 1:
-            stop = bool(rt.all_reduce_sum(torch.tensor([float(stop)], device=device)).item() > 0)
+        stop = clock.out_of_time_all(device)
         final = stop or epoch == epochs - 1
-        metrics.update(epoch=epoch, lr_factor=lr_factor, warm=warm_now,
+        metrics.update(epoch=epoch, steps=n, lr_factor=lr_factor, warm=warm_now,
                        epoch_seconds=time.time() - t0, elapsed_seconds=clock.elapsed())
         if rank == 0:
             append_metrics(run_dir, metrics)

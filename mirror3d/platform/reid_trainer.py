@@ -371,19 +371,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
             tot["circle"] += circ.item()
             tot["triplet"] += trip.item()
             tot["acc"] += (out.logits.argmax(1) == labels).float().mean().item()
+            if clock.out_of_time_all(device):  # the budget ends between steps, not epochs
+                break
         if cfg.optim.average_from < 1.0 and (epoch >= avg_start
                                              or clock.progress(epoch + 1) >= cfg.optim.average_from):
             if averaged is None:
                 averaged = torch.optim.swa_utils.AveragedModel(model)
             else:
                 averaged.update_parameters(model)
-        stop = clock.out_of_time()
-        if world_size > 1:
-            flag = rt.all_reduce_sum(torch.tensor([float(stop)], device=device))
-            stop = bool(flag.item() > 0)
+        stop = clock.out_of_time_all(device)
         final = stop or epoch == epochs - 1
         metrics = {k: v / max(n, 1) for k, v in tot.items()}
-        metrics.update(epoch=epoch, lr=lr, epoch_seconds=time.time() - t0,
+        metrics.update(epoch=epoch, lr=lr, steps=n, epoch_seconds=time.time() - t0,
                        elapsed_seconds=clock.elapsed())
         if rank == 0:
             from mirror3d.platform.rundir import append_metrics

@@ -97,10 +97,38 @@ def fit(
             checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
             failure_config=FailureConfig(max_failures=max_failures)),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception as exc:
+        raise worker_error(exc) from exc
     if getattr(result, "error", None) is not None:
-        raise result.error
+        raise worker_error(result.error) from result.error
     return result
+
+
+class TrainingFailed(RuntimeError):
+    """A Ray Train run failed for a reason other than the ones re-raised by type."""
+
+
+#: Worker exceptions re-raised with their own type (the CLI turns them into one error line).
+_PASS_THROUGH = (FloatingPointError, ValueError, FileNotFoundError, KeyError, TypeError)
+
+
+def worker_error(exc: BaseException) -> BaseException:
+    """The exception a worker raised, out of Ray Train's wrappers (``WorkerGroupError`` →
+    per-rank failures → ``RayTaskError`` → cause): the same type for the common errors (a NaN
+    loss is a ``FloatingPointError``), else :class:`TrainingFailed` naming the cause."""
+    failures = getattr(exc, "worker_failures", None)
+    if failures:
+        rank = sorted(failures)[0]
+        cause = failures[rank]
+        while getattr(cause, "cause", None) is not None and cause.cause is not cause:
+            cause = cause.cause
+        if isinstance(cause, _PASS_THROUGH):
+            return type(cause)(*cause.args) if cause.args else cause
+        return TrainingFailed(f"training failed on worker {rank}: {type(cause).__name__}: "
+                              f"{' '.join(str(cause).split())[:500]}")
+    return exc
 
 
 # ------------------------------------------------------------------------------ worker side
@@ -251,10 +279,11 @@ def reestimate_bn(model: torch.nn.Module, loader, forward: Callable[[Any], Any],
         m.reset_running_stats()
         m.momentum = None
     model.train()
-    for i, batch in enumerate(loader):
-        if i >= max_batches:
-            break
-        forward(batch)
+    with torch.no_grad():
+        for i, batch in enumerate(loader):
+            if i >= max_batches:
+                break
+            forward(batch)
     for m, mom in saved.items():
         m.momentum = mom
 
@@ -283,6 +312,15 @@ class TrainingClock:
 
     def out_of_time(self) -> bool:
         return self.budget > 0 and self.elapsed() >= self.budget
+
+    def out_of_time_all(self, device=None) -> bool:
+        """:meth:`out_of_time` agreed by all workers (any worker out of time stops all), so a
+        loop can stop between steps without leaving a DDP peer waiting in an all-reduce."""
+        stop = self.out_of_time()
+        if self.budget > 0 and torch.distributed.is_available() \
+                and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            stop = bool(all_reduce_sum(torch.tensor([float(stop)], device=device)).item() > 0)
+        return stop
 
     def cosine(self, epoch: float, floor: float) -> float:
         """Cosine factor from 1 down to ``floor`` over the progress."""

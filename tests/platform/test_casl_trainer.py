@@ -52,6 +52,16 @@ def test_smoke_training_through_ray_train_and_resume(ray_session, tmp_path, hq):
     run2 = train_casl(cfg2)
     lines2 = [json.loads(x) for x in (run2 / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines2] == [2]
+    # a NaN loss stops training with a message naming the last good checkpoint, kept intact
+    good = rt.latest_checkpoint(run2)
+    before = good.read_bytes()
+    cfg3 = update_config(cfg, {"optim.epochs": 5, "resume": str(run2), "name": "nan",
+                               "loss.iou": float("inf")})
+    with pytest.raises(FloatingPointError, match=r"non-finite CASL loss at epoch 3, step \d+"
+                                                 r".*last good checkpoint: .*epoch_0002"):
+        train_casl(cfg3)
+    assert good.read_bytes() == before
+    assert not (run.parent / "nan" / "model_final.pt").exists()
 
 
 def test_frozen_groups_get_no_reconstruction_gradient(tmp_path, hq):
@@ -84,3 +94,23 @@ def test_bad_inputs_fail_before_any_run(tmp_path, hq):
     with pytest.raises(rt.CheckpointError):
         load_casl(tmp_path / "foreign.pt")
     assert not (tmp_path / "runs").exists()
+
+
+def test_worker_errors_come_out_of_ray_trains_wrappers():
+    class RayTaskError(Exception):  # the shape of ray.exceptions.RayTaskError
+        def __init__(self, cause):
+            super().__init__(f"wrapped: {cause}")
+            self.cause = cause
+
+    class WorkerGroupError(Exception):
+        def __init__(self, failures):
+            super().__init__("Training failed due to worker errors: ...")
+            self.worker_failures = failures
+
+    e = rt.worker_error(WorkerGroupError({1: RayTaskError(ValueError("x")),
+                                          0: RayTaskError(FloatingPointError("nan at step 3"))}))
+    assert type(e) is FloatingPointError and str(e) == "nan at step 3"
+    e = rt.worker_error(WorkerGroupError({0: RayTaskError(OSError("disk full"))}))
+    assert isinstance(e, rt.TrainingFailed) and "worker 0: OSError: disk full" in str(e)
+    plain = RuntimeError("controller")
+    assert rt.worker_error(plain) is plain

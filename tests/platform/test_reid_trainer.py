@@ -111,3 +111,25 @@ def test_bad_data_fails_before_any_run_directory(tmp_path, market):
     with pytest.raises(FileNotFoundError):
         train_reid(cfg)
     assert not (tmp_path / "runs").exists()
+
+
+def test_time_budget_stops_between_steps_not_at_the_epoch_end(tmp_path, market):
+    # a budget spent after the first step: one partial epoch of one step, then evaluation
+    root, shards = market
+    cfg = _cfg(tmp_path, shards, root, **{"optim.max_minutes": 1e-9, "optim.epochs": 5})
+    run = tmp_path / "runs" / "budget"
+    run.mkdir(parents=True)
+    from mirror3d.config import config_to_dict
+    train_loop_per_worker({"config": config_to_dict(cfg), "run_dir": str(run), "resume": ""})
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(m["epoch"], m["steps"]) for m in lines] == [(0, 1)]
+    assert (run / "eval.json").exists() and (run / "model_final.pt").exists()
+
+
+def test_training_clock_budget_and_schedule():
+    clock = rt.TrainingClock(epochs=10, max_minutes=0.0)
+    assert not clock.out_of_time() and not clock.out_of_time_all()
+    assert clock.progress(5) == 0.5 and clock.cosine(0, 0.01) == pytest.approx(1.0)
+    spent = rt.TrainingClock(epochs=10, max_minutes=1e-9)
+    assert spent.out_of_time_all() and spent.progress(0) == 1.0
+    assert spent.cosine(0, 0.01) == pytest.approx(0.01)
