@@ -61,10 +61,10 @@ def _lift_default() -> LiftConfig:
 
 
 def _reid_default() -> ReidTrainConfig:
-    # OG-Net-Small at a CPU size: 512 points, first FPS level 256, 5 minutes per model
+    # OG-Net-Small at a CPU size: 512 points, first FPS level 256, 4.5 minutes per model
     return update_config(ReidTrainConfig(), {
         "model.name": "og-net-small", "data.num_points": 512, "model.init_points": 256,
-        "optim.batch_size": 24, "optim.max_minutes": 5.0, "optim.epochs": 60})
+        "optim.batch_size": 24, "optim.max_minutes": 4.5, "optim.epochs": 60})
 
 
 @dataclass
@@ -80,7 +80,7 @@ class PipelineConfig:
         "choices": list(MODES), "help": "lifting modes, each trained with reid.model.name"})
     baseline: str = field(default="cnn2d-small", metadata={
         "help": "2D baseline model trained on the images with the same budget ('' = none)"})
-    eval_images: int = field(default=0, metadata={
+    eval_images: int = field(default=128, metadata={
         "range": (0, None), "help": "eval-casl: held-out images (0 = all)"})
     eval_samples: int = field(default=4, metadata={
         "range": (0, 100), "help": "eval-casl: samples drawn (turntables, meshes)"})
@@ -207,8 +207,8 @@ def _casl_stage(cfg: CaslTrainConfig, run_dir: pathlib.Path, synth_root: str, re
     from mirror3d.platform.train import latest_checkpoint
 
     out = run_dir / "casl"
-    _fresh_dir(out, resume)
     ck = latest_checkpoint(out) if resume and out.exists() else None
+    _fresh_dir(out, ck is not None)  # nothing to resume from: start clean
     cfg = update_config(cfg, {"data.root": str(pathlib.Path(synth_root) / "Market-HQ"),
                               "data.reader": "market_hq", "out_dir": str(run_dir),
                               "name": "casl", "resume": str(ck) if ck else ""})
@@ -257,8 +257,8 @@ def _reid_stage(cfg: ReidTrainConfig, run_dir: pathlib.Path, name: str, resume: 
     from mirror3d.platform.train import latest_checkpoint
 
     out = run_dir / "reid" / name
-    _fresh_dir(out, resume)
     ck = latest_checkpoint(out) if resume and out.exists() else None
+    _fresh_dir(out, ck is not None)  # nothing to resume from: start clean
     updates = {f"data.{k}": v for k, v in data.items()}
     updates.update({"out_dir": str(run_dir / "reid"), "name": name,
                     "resume": str(ck) if ck else ""})
