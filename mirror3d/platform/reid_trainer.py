@@ -90,7 +90,9 @@ class ReidOptimConfig:
 class RayConfig:
     num_workers: int = field(default=1, metadata={"range": (1, 4096)})
     use_gpu: bool = False
-    cpus_per_worker: float = field(default=1.0, metadata={"range": (0.01, 1024.0)})
+    cpus_per_worker: float = field(default=0.0, metadata={
+        "range": (0.0, 1024.0), "help": "CPUs (= torch threads) per worker; 0 = auto: the cluster's "
+                                        "CPUs shared among the workers, at most one node's"})
     max_failures: int = field(default=0, metadata={"range": (-1, 1000)})
 
 
@@ -382,7 +384,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         stop = clock.out_of_time_all(device)
         final = stop or epoch == epochs - 1
         metrics = {k: v / max(n, 1) for k, v in tot.items()}
-        metrics.update(epoch=epoch, lr=lr, steps=n, epoch_seconds=time.time() - t0,
+        metrics.update(epoch=epoch, lr=lr, steps=n, torch_threads=torch.get_num_threads(), epoch_seconds=time.time() - t0,
                        elapsed_seconds=clock.elapsed())
         if rank == 0:
             from mirror3d.platform.rundir import append_metrics

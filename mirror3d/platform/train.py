@@ -43,7 +43,30 @@ class ScalingSpec:
 
     num_workers: int = 1
     use_gpu: bool = False
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float = 0.0  # 0 = auto (:func:`resolve_cpus_per_worker`)
+
+
+def resolve_cpus_per_worker(requested: float, num_workers: int) -> float:
+    """CPUs per Ray Train worker. ``requested > 0`` is taken as given; ``0`` means as many as
+    fit: the Ray cluster's CPUs shared among the workers, at most the largest node's CPUs, at
+    least 1. (Ray sizes a worker's thread pools by its CPU share: one CPU = one torch thread,
+    which on a 2-core machine leaves half of it idle.)"""
+    if requested > 0:
+        return float(requested)
+    import ray
+
+    total = float(ray.cluster_resources().get("CPU", 1.0))
+    per_node = [float(n.get("Resources", {}).get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
+    largest = max(per_node) if per_node else total
+    return float(max(1, int(min(total / max(1, num_workers), largest))))
+
+
+def _with_threads(loop_config: dict) -> None:
+    """Worker entry: torch intra-op threads = this worker's CPUs, then the user's loop."""
+    threads = int(loop_config.get("_torch_threads") or 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    loop_config["_train_loop"](loop_config)
 
 
 # ------------------------------------------------------------------------------ driver side
@@ -85,12 +108,15 @@ def fit(
     ensure_ray()
     run_dir = pathlib.Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    cpus = resolve_cpus_per_worker(scaling.cpus_per_worker, scaling.num_workers)
+    log.info("Ray Train: %d worker(s) x %g CPU", scaling.num_workers, cpus)
     trainer = TorchTrainer(
-        train_loop,
-        train_loop_config=loop_config,
+        _with_threads,
+        train_loop_config={**loop_config, "_train_loop": train_loop,
+                           "_torch_threads": max(1, int(cpus))},
         scaling_config=ScalingConfig(
             num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
-            resources_per_worker={"CPU": scaling.cpus_per_worker,
+            resources_per_worker={"CPU": cpus,
                                   **({"GPU": 1} if scaling.use_gpu else {})}),
         run_config=RunConfig(
             name=name, storage_path=str(run_dir),

@@ -40,6 +40,7 @@ def test_ognet_smoke_through_ray_train_then_resume(ray_session, tmp_path, market
     assert 0.0 <= res["rank1"] <= 1.0 and 0.0 <= res["map_trapezoid"] <= 1.0
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines] == [0, 1] and all(np.isfinite(m["loss"]) for m in lines)
+    assert {m["torch_threads"] for m in lines} == {1}  # --ray.cpus_per_worker 1
     ck = rt.latest_checkpoint(run)
     assert ck is not None and ck.parent.name == "epoch_0001"
     assert (run / "ranked.png").exists() and (run / "config.yaml").exists()
@@ -133,3 +134,11 @@ def test_training_clock_budget_and_schedule():
     spent = rt.TrainingClock(epochs=10, max_minutes=1e-9)
     assert spent.out_of_time_all() and spent.progress(0) == 1.0
     assert spent.cosine(0, 0.01) == pytest.approx(0.01)
+
+
+def test_auto_cpus_per_worker_shares_the_cluster(ray_session):
+    # the test session's Ray has 2 CPUs on one node
+    assert rt.resolve_cpus_per_worker(0, 1) == 2.0
+    assert rt.resolve_cpus_per_worker(0, 2) == 1.0
+    assert rt.resolve_cpus_per_worker(0, 8) == 1.0  # never below one CPU
+    assert rt.resolve_cpus_per_worker(0.5, 1) == 0.5  # explicit values are kept
