@@ -74,6 +74,9 @@ class LiftParams:
         oversample: surface samples drawn per wanted visible point.
         depth_tol: visibility tolerance in view depth (object units).
         height: world units spanned by the image height in ``flat`` mode.
+        frame: ``casl-*`` modes: coordinates in the mesh's ``"object"`` frame, or in the
+            predicted ``"camera"``'s frame (x right, y up, looking along −z; see
+            :func:`mirror3d.lifting.visible.lift_visible`).
     """
 
     num_points: int = 8192
@@ -82,6 +85,7 @@ class LiftParams:
     oversample: float = 2.0
     depth_tol: float = 0.02
     height: float = 1.8
+    frame: Literal["object", "camera"] = "object"
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_points, int) or self.num_points < 1:
@@ -97,6 +101,8 @@ class LiftParams:
             raise ValueError(f"depth_tol: expected a finite value >= 0, got {self.depth_tol!r}")
         if not (math.isfinite(self.height) and self.height > 0):
             raise ValueError(f"height: expected a finite value > 0, got {self.height!r}")
+        if self.frame not in ("object", "camera"):
+            raise ValueError(f"frame: expected 'object' or 'camera', got {self.frame!r}")
 
 
 @dataclass
@@ -186,7 +192,7 @@ def lift_image(
         gen = torch.Generator(device=recon.vertices.device).manual_seed(seed)
         try:
             pts = lift_visible(image, m, recon, num_samples, gen, params.depth_tol,
-                               background=mode == "casl-visible+bg")
+                               background=mode == "casl-visible+bg", frame=params.frame)
         except ValueError as err:
             if "no visible body point" in str(err):
                 raise TooFewPoints(str(err)) from None

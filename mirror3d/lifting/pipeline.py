@@ -69,7 +69,7 @@ SETTINGS_FILE = "lift_settings.json"
 #: Settings that change the content of the shards (compared when resuming).
 CONTENT_KEYS = ("root", "reader", "mask_dir", "mask_threshold", "missing_mask", "splits",
                 "image_size", "mode",
-                "num_points", "min_points", "short", "oversample", "depth_tol", "height", "seed",
+                "num_points", "min_points", "short", "oversample", "depth_tol", "height", "frame", "seed",
                 "reconstructor", "checkpoint", "shard_size")
 
 
@@ -112,6 +112,9 @@ class LiftConfig:
         "range": (0.0, 10.0), "help": "visibility tolerance in view depth (object units)"})
     height: float = field(default=1.8, metadata={
         "range": (1e-6, None), "help": "flat mode: world units spanned by the image height"})
+    frame: Literal["object", "camera"] = field(default="object", metadata={
+        "help": "casl-* modes: points in the mesh's object frame, or in the predicted camera's "
+                "frame (the background plane of casl-visible+bg then always faces +z)"})
     seed: int = field(default=0, metadata={"help": "base seed (per image: hash of seed and path)"})
     reconstructor: str = field(default="casl", metadata={
         "help": "casl (mirror3d.models.casl.load_casl(checkpoint)) | oracle-template | "
@@ -154,7 +157,8 @@ class LiftConfig:
         from mirror3d.lifting.modes import LiftParams
 
         return LiftParams(num_points=self.num_points, min_points=self.min_points, short=self.short,
-                          oversample=self.oversample, depth_tol=self.depth_tol, height=self.height)
+                          oversample=self.oversample, depth_tol=self.depth_tol, height=self.height,
+                          frame=self.frame)
 
 
 

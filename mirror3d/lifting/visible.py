@@ -352,6 +352,7 @@ def lift_visible(
     generator: torch.Generator | None = None,
     depth_tol: float = 0.02,
     background: bool = False,
+    frame: str = "object",
 ) -> np.ndarray:
     """Visible coloured surface points, optionally plus the background at the mean body depth.
 
@@ -359,12 +360,20 @@ def lift_visible(
         image: (H, W, 3) uint8.  mask: (H, W) bool foreground (required).
         recon: the image's reconstruction.  num_samples: surface samples drawn.
         background: add the background pixels (``casl-visible+bg``).
+        frame: ``"object"``: the mesh's frame, which turns with the predicted azimuth relative to
+            the image (a person keeps one frame whichever way the camera saw them), so the
+            background plane of ``casl-visible+bg`` faces a different way in every image;
+            ``"camera"``: the predicted camera's frame (x right, y up, −z forward: what the image
+            shows, as an SMPL fit returned by HMR, the OG-Net paper's lifting), where that plane
+            always faces +z.
     Returns:
-        (M, 6) float32 [x, y, z, r, g, b], object frame, body points first (sample order), then
-        background pixels (row-major).
+        (M, 6) float32 [x, y, z, r, g, b], body points first (sample order), then background
+        pixels (row-major).
     Raises:
         ValueError: bad inputs; with ``background``, no visible body point (no mean depth).
     """
+    if frame not in ("object", "camera"):
+        raise ValueError(f"frame: expected 'object' or 'camera', got {frame!r}")
     _, m = check_image_mask(image, mask, mask_required=True)
     recon = as_mesh_reconstruction(recon)
     vis = visible_surface_points(recon, image, m, num_samples, generator, depth_tol)
@@ -375,4 +384,6 @@ def lift_visible(
         bxyz, brgb = background_points(recon.camera, image, m, float(vis.depth.mean()),
                                        _aspect(recon, *m.shape))
         xyz, rgb = torch.cat([xyz, bxyz]), torch.cat([rgb, brgb])
+    if frame == "camera":
+        xyz = recon.camera.world_to_camera(xyz[None])[0]
     return torch.cat([xyz, rgb], dim=1).cpu().numpy().astype(np.float32)

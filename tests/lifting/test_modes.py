@@ -179,6 +179,7 @@ def test_seed_for_key_is_stable_and_separates_keys():
     ({"num_points": 0}, "num_points"), ({"min_points": 10, "num_points": 5}, "min_points"),
     ({"short": "drop"}, "short"), ({"oversample": 0.0}, "oversample"),
     ({"depth_tol": -1.0}, "depth_tol"), ({"height": float("nan")}, "height"),
+    ({"frame": "world"}, "frame"),
 ])
 def test_params_validation(kw, name):
     with pytest.raises(ValueError, match=name):

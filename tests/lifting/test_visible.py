@@ -223,3 +223,26 @@ def test_bad_inputs_raise_value_error():
         background_points(rec.camera, img, np.ones((H, W), bool), -1.0)
     with pytest.raises(ValueError, match="mesh"):
         OracleReconstructor()
+
+
+@pytest.mark.parametrize("azimuth", [0.0, 70.0, -135.0])
+def test_camera_frame_is_the_object_frame_seen_by_the_camera(azimuth):
+    v, f = ico_sphere(3, 0.5)
+    rec = MeshReconstruction(v, f, look_at_camera(azimuth, 10.0, DIST))
+    img = _random_image(seed=4)
+    mask = np.zeros((H, W), bool)
+    mask[12:36, 14:34] = True
+    obj = lift_visible(img, mask, rec, 2000, _gen(), background=True)
+    cam = lift_visible(img, mask, rec, 2000, _gen(), background=True, frame="camera")
+    # naive: the look-at axes as rows, applied to (p - camera position)
+    pos, rot = rec.camera.position[0].double(), rec.camera.rotation[0].double()
+    expect = (torch.as_tensor(obj[:, :3]).double() - pos) @ rot
+    assert np.allclose(cam[:, :3], expect.numpy(), atol=1e-4)
+    assert np.array_equal(cam[:, 3:], obj[:, 3:])
+    # the background plane faces the camera: constant z = -(mean body depth) at any azimuth
+    nb = cam.shape[0] - int((~mask).sum())
+    bg_z = cam[nb:, 2]
+    assert np.allclose(bg_z, bg_z[0], atol=1e-4) and bg_z[0] < -1.0
+    assert np.allclose(bg_z[0], cam[:nb, 2].mean(), atol=1e-3)
+    with pytest.raises(ValueError, match="frame"):
+        lift_visible(img, mask, rec, 10, _gen(), frame="world")
