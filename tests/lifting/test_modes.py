@@ -95,22 +95,33 @@ def test_casl_visible_uses_reconstructor_and_mask():
     assert np.all(res.points[:, 2] > 0)  # camera-facing half of the sphere
 
 
-def test_visible_plus_background_matches_pixel_density():
+@pytest.mark.parametrize("density", [10.0, 1.0, 0.25])
+def test_visible_plus_background_matches_pixel_density(density):
     img, mask = _image(1), _mask()
     n = H * W
+    num_points = int(density * n)
     res = lift_image(img, mask, "casl-visible+bg", _sphere_oracle(),
-                     LiftParams(num_points=10 * n, min_points=0), seed=2)
+                     LiftParams(num_points=num_points, min_points=0), seed=2)
     n_bg = int((~mask).sum())
-    bg = res.points[-n_bg:]
-    rr, cc = np.nonzero(~mask)
-    assert np.allclose(bg[:, 3:], img[rr, cc] / 255.0)
-    # body samples drawn: ⌈N·fg_fraction·oversample⌉, about half of them visible
+    # body samples drawn: ⌈fg pixels·oversample⌉ whatever N is, about half of them visible
     body = res.num_lifted - n_bg
-    drawn = math.ceil(10 * n * mask.mean() * 2.0)
+    drawn = math.ceil(mask.sum() * 2.0)
     assert 0.2 * drawn < body < 0.6 * drawn
-    capped = lift_image(img, mask, "casl-visible+bg", _sphere_oracle(),
-                        LiftParams(num_points=n, min_points=0), seed=2)
-    assert capped.points.shape[0] == min(capped.num_lifted, n)
+    assert res.points.shape[0] == min(res.num_lifted, num_points)
+    # the cap thins body and background alike: the body's share stays the uncapped one
+    bg_rows = np.isin(res.points[:, :3].round(5), _bg_xyz(img, mask).round(5)).all(1)
+    share, expect = 1.0 - bg_rows.mean(), body / res.num_lifted
+    assert abs(share - expect) < 0.05
+    if res.points.shape[0] == res.num_lifted:  # uncapped: the background pixels, in order
+        rr, cc = np.nonzero(~mask)
+        assert np.allclose(res.points[-n_bg:, 3:], img[rr, cc] / 255.0)
+
+
+def _bg_xyz(img, mask):
+    """The background points of the oracle's lifting, on their own (naive: all pixels kept)."""
+    full = lift_image(img, mask, "casl-visible+bg", _sphere_oracle(),
+                      LiftParams(num_points=100 * H * W, min_points=0), seed=2)
+    return full.points[-int((~mask).sum()):, :3]
 
 
 def test_mask_required_and_empty_body_is_too_few():
