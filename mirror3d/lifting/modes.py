@@ -14,9 +14,7 @@ Point counts (``LiftParams``): ``num_points`` N is the density, the number of po
   the camera, so oversample 2 yields ≈ N visible points).
 - ``casl-visible+bg`` matches the body's density to the pixels': it draws
   ⌈(foreground pixels)·oversample⌉ surface samples (≈ one visible point per foreground pixel),
-  adds every background pixel, and the cap to N then thins body and background alike. (Drawing
-  ⌈N·(foreground pixels / H·W)·oversample⌉ instead, as before 2026-11-27, thinned the body by
-  N / (H·W) *before* the cap: at N = 2048 on 64×128 images the body was 4× too sparse.)
+  adds every background pixel, and the cap to N then thins body and background alike.
 
 A cloud with more than N points is subsampled to N (uniform, without replacement, the kept
 points in their original order). A cloud with fewer than ``min_points`` points (OG-Net needs at

@@ -69,7 +69,8 @@ SETTINGS_FILE = "lift_settings.json"
 #: Settings that change the content of the shards (compared when resuming).
 CONTENT_KEYS = ("root", "reader", "mask_dir", "mask_threshold", "missing_mask", "splits",
                 "image_size", "mode",
-                "num_points", "min_points", "short", "oversample", "depth_tol", "height", "frame", "seed",
+                "num_points", "min_points", "short", "oversample", "depth_tol", "height", "frame",
+                "seed",
                 "reconstructor", "checkpoint", "shard_size")
 
 

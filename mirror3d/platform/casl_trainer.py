@@ -343,12 +343,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 m = casl_step(model, disc, opt_e, opt_d, x, cfg, enc_loop.frozen(step), warm,
                               gen, sync)
             except FloatingPointError:
-                good = rt.latest_checkpoint(run_dir) or loop_config.get("resume") or None
-                raise FloatingPointError(
-                    f"non-finite CASL loss at epoch {epoch}, step {step}: training stopped; "
-                    f"last good checkpoint: {good or 'none yet'}"
-                    + (f" (resume with --resume {good} after lowering optim.lr or fixing the "
-                       f"data)" if good else "")) from None
+                raise rt.non_finite_loss("CASL", epoch, step, run_dir,
+                                         loop_config.get("resume")) from None
             step += 1
             n += 1
             for k, v in m.items():

@@ -361,8 +361,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             loss = warm * (ce + cfg.optim.circle_weight * circ / labels.shape[0]
                            + cfg.optim.triplet_weight * trip)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch}; the last good "
-                                         f"checkpoint is under {run_dir / 'checkpoints'}")
+                raise rt.non_finite_loss("re-id", epoch, it, run_dir, resume)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -384,8 +383,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         stop = clock.out_of_time_all(device)
         final = stop or epoch == epochs - 1
         metrics = {k: v / max(n, 1) for k, v in tot.items()}
-        metrics.update(epoch=epoch, lr=lr, steps=n, torch_threads=torch.get_num_threads(), epoch_seconds=time.time() - t0,
-                       elapsed_seconds=clock.elapsed())
+        metrics.update(epoch=epoch, lr=lr, steps=n, torch_threads=torch.get_num_threads(),
+                       epoch_seconds=time.time() - t0, elapsed_seconds=clock.elapsed())
         if rank == 0:
             from mirror3d.platform.rundir import append_metrics
             append_metrics(run_dir, metrics)

@@ -132,6 +132,18 @@ def fit(
     return result
 
 
+def non_finite_loss(what: str, epoch: int, step: int, run_dir, resume: str | None = None
+                    ) -> FloatingPointError:
+    """The error that stops a run on a NaN/inf loss: where, and the last good checkpoint (the
+    newest in ``run_dir``, else the one the run resumed from) with how to resume."""
+    good = latest_checkpoint(run_dir) or resume or None
+    return FloatingPointError(
+        f"non-finite {what} loss at epoch {epoch}, step {step}: training stopped; "
+        f"last good checkpoint: {good or 'none yet'}"
+        + (f" (resume with --resume {good} after lowering optim.lr or fixing the data)"
+           if good else ""))
+
+
 class TrainingFailed(RuntimeError):
     """A Ray Train run failed for a reason other than the ones re-raised by type."""
 
