@@ -22,7 +22,7 @@ import time
 import mirror3d  # noqa: F401  (sets the OpenMP/Ray environment before torch loads)
 import torch
 
-from mirror3d.config import load_config
+from mirror3d.utils.config import load_config
 from mirror3d.models.casl import losses as casl_losses
 from mirror3d.models.casl.em import EncoderLoop
 from mirror3d.platform.casl_trainer import CaslTrainConfig, build_model, casl_step

@@ -27,7 +27,7 @@ import torch
 import mirror3d  # noqa: F401  (local Ray environment)
 from mirror3d.data.synth.cli import SynthConfig, resolved_counts
 from mirror3d.data.synth.writer import file_hashes, generate_dataset
-from mirror3d.platform.local_env import local_ray_init_kwargs
+from mirror3d.utils.env import local_ray_init_kwargs
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 

@@ -1,21 +1,20 @@
-"""The ``mirror3d`` command line: ``python -m mirror3d <command> [options]``.
+"""The ``mirror3d`` command line: ``python -m mirror3d <command> [options]`` — argparse glue over
+the jobs of :mod:`mirror3d.jobs` (the top layer: nothing imports it).
 
-Commands are registered lazily as ``name -> (module, one-line help)`` so that ``--help`` imports
-no command module (and so no torch or ray). The module (or ``"module:object"``) provides::
+Every job command takes the same options: positional arguments for the job's ``POSITIONAL``
+keys, ``--preset NAME`` (a YAML file in ``configs/<job>/``; ``--smoke`` is ``--preset smoke``),
+``--config FILE`` and one ``--<dotted.key> VALUE`` per config field (shown in ``--help`` with
+type and default). Precedence: field defaults < preset < ``--config FILE`` < options. ``--help``
+imports the job's module (its config class), never torch-heavy work; ``mirror3d --help`` imports
+no job at all.
 
-    def add_arguments(parser: argparse.ArgumentParser) -> None
-    def run(args: argparse.Namespace) -> int
+Errors: ``ConfigError`` (exit 2), ``ValueError``, ``FileNotFoundError``, ``FloatingPointError`` and
+:class:`mirror3d.utils.errors.JobFailed` (exit 1) raised by a job print one line
+``mirror3d <cmd>: error: <message>``; ``--debug`` prints the traceback instead. ``--debug`` is
+reserved: config fields cannot be named ``debug`` at the top level.
 
-Config-backed commands call :func:`add_config_arguments` in ``add_arguments`` (this adds
-``--config FILE`` and one ``--<dotted.key>`` option per config field, shown in ``--help`` with type
-and default) and :func:`config_from_args` in ``run``. A command that takes free-form overrides
-(like ``config show``) calls ``parser.set_defaults(overrides=[])``; arguments its parser does not
-know are then appended to ``args.overrides`` in command-line order. Command parsers do not accept
-abbreviated options.
-
-Errors: ``ConfigError`` (exit 2), ``ValueError`` and ``FileNotFoundError`` (exit 1) raised by a
-command print one line ``mirror3d <cmd>: error: <message>``; ``--debug`` prints the traceback
-instead. ``--debug`` is reserved: config fields cannot be named ``debug`` at the top level.
+The local-run environment (loopback Ray, no analytics: :mod:`mirror3d.utils.env`) is applied by
+:func:`main` before any job module is imported.
 """
 
 from __future__ import annotations
@@ -23,45 +22,31 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-import importlib
 import sys
 import traceback
 from typing import Any
 
-from mirror3d.config import (
-    CONFIG_CLASSES,
+from mirror3d import __version__
+from mirror3d.jobs import JOBS, job_module, presets, resolve_config
+from mirror3d.utils.config import (
     ConfigError,
     config_fields,
     dump_yaml,
     format_value,
-    get_config_class,
-    load_config,
     parse_overrides,
     save_config,
 )
+from mirror3d.utils.env import apply_local_env
+from mirror3d.utils.errors import JobFailed
 
-__all__ = [
-    "COMMANDS",
-    "ConfigCommand",
-    "add_config_arguments",
-    "config_from_args",
-    "main",
-    "register_command",
-]
-
-COMMANDS: dict[str, tuple[str, str]] = {}
+__all__ = ["add_config_arguments", "config_from_args", "main"]
 
 _CONFIG_PREFIX = "config:"  # argparse dest of a dotted config option: "config:render.image_size"
 _CONFIG_EXTRA = "_mirror3d_config_extra"  # dotted overrides argparse left over (e.g. key=value forms)
 _CONFIG_CLS = "_mirror3d_config_cls"  # attribute of a parser built by add_config_arguments
 
-
-def register_command(name: str, module: str, help: str) -> None:
-    """Register ``mirror3d <name>``, implemented in ``module`` (``"pkg.mod"`` or
-    ``"pkg.mod:object"``); the module is imported only when the command runs."""
-    if not name or name.startswith("-") or " " in name:
-        raise ValueError(f"name: expected a command word, got {name!r}")
-    COMMANDS[name] = (module, help)
+#: command aliases kept for users of earlier versions: old name -> job
+ALIASES = {"casl": "train-casl", "reid": "train-reid"}
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -137,15 +122,21 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     setattr(parser, _CONFIG_CLS, cls)
 
 
-def config_from_args(cls: type, args: argparse.Namespace) -> Any:
-    """The config resolved from ``args``: defaults < ``--config FILE`` < dotted options."""
+def config_tokens(args: argparse.Namespace) -> list[str]:
+    """The dotted overrides given in ``args``, as ``--key=value`` tokens in command-line order."""
     tokens = [
         f"--{dest[len(_CONFIG_PREFIX):]}={value}"
         for dest, value in vars(args).items()
         if dest.startswith(_CONFIG_PREFIX)
     ]
-    tokens += list(getattr(args, _CONFIG_EXTRA, []))
-    return load_config(cls, getattr(args, "config", None), tokens)
+    return tokens + list(getattr(args, _CONFIG_EXTRA, []))
+
+
+def config_from_args(cls: type, args: argparse.Namespace) -> Any:
+    """The config resolved from ``args`` without presets: defaults < ``--config FILE`` < options."""
+    from mirror3d.utils.config import load_config
+
+    return load_config(cls, getattr(args, "config", None), config_tokens(args))
 
 
 def _join_dash_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
@@ -172,17 +163,23 @@ def _join_dash_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[
 
 
 # --------------------------------------------------------------------------------------------
-# The `config` command
+# The commands: `config` and one per job
 # --------------------------------------------------------------------------------------------
 
 
+def _job_name(name: str) -> str:
+    return ALIASES.get(name, name)
+
+
 class ConfigCommand:
-    """``mirror3d config show NAME [overrides]`` / ``config dump NAME --out FILE [overrides]``:
-    the resolved YAML of a registered config class (see ``mirror3d.config.CONFIG_CLASSES``)."""
+    """``mirror3d config show JOB [--preset P] [overrides]`` / ``config dump JOB --out FILE``:
+    the resolved YAML of a job's config (what the job would run with)."""
+
+    help = "show or write the resolved YAML of a job's config"
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        names = ", ".join(sorted(CONFIG_CLASSES))
+        names = ", ".join(sorted(JOBS))
         sub = parser.add_subparsers(dest="action", metavar="{show,dump}", required=True)
         for action, help in (
             ("show", "print the resolved config as YAML"),
@@ -193,19 +190,23 @@ class ConfigCommand:
                 help=help,
                 description=help,
                 epilog="Further arguments are dotted overrides of the config's keys:\n"
-                "--key value, --key=value or key=value ('config show NAME' lists the keys).",
+                "--key value, --key=value or key=value ('config show JOB' lists the keys).",
                 formatter_class=_HelpFormatter,
             )
-            p.add_argument("name", metavar="NAME", help=f"config name ({names})")
-            p.add_argument("--config", metavar="FILE", default=None, help="YAML file to start from")
+            p.add_argument("name", metavar="JOB", help=f"job name ({names})")
+            p.add_argument("--preset", default="default", metavar="NAME",
+                           help="preset in configs/JOB/ (default, smoke, paper, ...)")
+            p.add_argument("--smoke", action="store_true", help="same as --preset smoke")
+            p.add_argument("--config", metavar="FILE", default=None, help="YAML file on top of the preset")
             if action == "dump":
                 p.add_argument("--out", metavar="FILE", required=True, help="where to write the YAML")
             p.set_defaults(overrides=[])
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        cls = get_config_class(args.name)
-        cfg = load_config(cls, args.config, args.overrides)
+        name = _job_name(args.name)
+        preset = "smoke" if args.smoke else args.preset
+        cfg = resolve_config(name, preset, args.config, args.overrides)
         if args.action == "show":
             sys.stdout.write(dump_yaml(cfg))
         else:
@@ -214,29 +215,36 @@ class ConfigCommand:
         return 0
 
 
-register_command("config", "mirror3d.cli:ConfigCommand", "show or write the resolved YAML of a named config")
-register_command(
-    "turntable",
-    "mirror3d.render.turntable",
-    "render a turntable of the template sphere (GIF + PNG sheet)",
-)
-register_command("synth", "mirror3d.data.synth.cli", "generate SynthPeople (clothed people: re-id trees + 3D ground truth)")
-register_command("train-casl", "mirror3d.platform.casl_cli:TrainCaslCommand",
-                 "train CASL (single-image textured mesh reconstruction) on Ray Train")
-register_command("eval-casl", "mirror3d.models.casl.eval_cli:EvalCaslCommand",
-                 "evaluate a CASL run: MaskIoU, SSIM, FD, SynthPeople 3D truth, pictures")
-register_command("train-reid", "mirror3d.platform.reid_cli:TrainReidCommand",
-                 "train OG-Net (point clouds) or the 2D baseline on Ray Train, then evaluate")
-register_command("eval-reid", "mirror3d.platform.reid_cli:EvalReidCommand",
-                 "evaluate a re-id run (CMC, mAP, ranked picture), also across datasets")
-register_command("lift-flat", "mirror3d.platform.reid_cli:LiftFlatCommand",
-                 "lift a re-id dataset to flat (x, y, 0) point-cloud shards")
-register_command("lift", "mirror3d.lifting.pipeline:LiftCommand",
-                 "lift a re-id dataset to point-cloud shards on Ray Data (flat | casl-visible[+bg])")
-register_command("ablate-casl", "mirror3d.platform.casl_ablation:AblateCaslCommand",
-                 "CASL ablations (full / No IM / No Prototype Loop / No Encoder Loop), one budget")
-register_command("pipeline", "mirror3d.platform.pipeline:PipelineCommand",
-                 "the main job: SynthPeople -> CASL -> lifting -> OG-Net + 2D baseline -> report.md")
+class JobCommand:
+    """``mirror3d <job> [POSITIONAL ...] [--preset P | --smoke] [--config FILE] [--key VALUE ...]``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.module = job_module(name)
+        self.help = JOBS[name][1]
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        cls = self.module.CONFIG
+        for key in getattr(self.module, "POSITIONAL", ()):
+            parser.add_argument(f"_pos_{key}", nargs="?", default=None, metavar=key.upper(),
+                                help=f"same as --{key}")
+        known = ", ".join(presets(self.name)) or "default"
+        parser.add_argument("--preset", default="default", metavar="NAME",
+                            help=f"preset in configs/{self.name}/ ({known})")
+        parser.add_argument("--smoke", action="store_true", help="same as --preset smoke: a tiny run")
+        add_config_arguments(parser, cls)
+
+    def config(self, args: argparse.Namespace) -> Any:
+        tokens = config_tokens(args)
+        for key in getattr(self.module, "POSITIONAL", ()):
+            value = getattr(args, f"_pos_{key}", None)
+            if value is not None:
+                tokens.insert(0, f"--{key}={value}")
+        preset = "smoke" if args.smoke else args.preset
+        return resolve_config(self.name, preset, getattr(args, "config", None), tokens)
+
+    def run(self, args: argparse.Namespace) -> int:
+        return self.module.run(self.config(args))
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,39 +252,16 @@ register_command("pipeline", "mirror3d.platform.pipeline:PipelineCommand",
 # --------------------------------------------------------------------------------------------
 
 
-class _CommandUnavailable(Exception):
-    pass
+_COMMANDS: dict[str, str] = {"config": ConfigCommand.help, **{n: h for n, (_, h) in JOBS.items()}}
 
 
 def _load_command(name: str) -> Any:
-    target, _ = COMMANDS[name]
-    module_name, _, attr = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name is not None and (module_name == e.name or module_name.startswith(e.name + ".")):
-            raise _CommandUnavailable(
-                f"command {name!r} is not available: module {module_name} does not exist"
-            ) from e
-        raise _CommandUnavailable(f"command {name!r} cannot be loaded: {e}") from e
-    except ImportError as e:
-        raise _CommandUnavailable(f"command {name!r} cannot be loaded: {e}") from e
-    obj = module
-    if attr:
-        obj = getattr(module, attr, None)
-        if obj is None:
-            raise _CommandUnavailable(f"command {name!r}: {module_name} has no attribute {attr!r}")
-    for fn in ("add_arguments", "run"):
-        if not callable(getattr(obj, fn, None)):
-            raise _CommandUnavailable(f"command {name!r}: {target} does not define {fn}()")
-    return obj
+    return ConfigCommand if name == "config" else JobCommand(name)
 
 
 def _top_parser() -> argparse.ArgumentParser:
-    from mirror3d import __version__
-
-    width = max((len(n) for n in COMMANDS), default=0)
-    lines = "\n".join(f"  {n:<{width}}  {h}" for n, (_, h) in sorted(COMMANDS.items()))
+    width = max((len(n) for n in _COMMANDS), default=0)
+    lines = "\n".join(f"  {n:<{width}}  {h}" for n, h in sorted(_COMMANDS.items()))
     parser = _Parser(
         prog="mirror3d",
         usage="mirror3d [-h] [--version] [--debug] <command> [<args>]",
@@ -302,6 +287,7 @@ def _one_line(e: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``mirror3d`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    apply_local_env()
     argv = list(sys.argv[1:] if argv is None else argv)
     split = next((i for i, t in enumerate(argv) if not t.startswith("-")), len(argv))
     top = _top_parser()
@@ -313,9 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         top.print_help(sys.stderr)
         return 2
     name, rest = argv[split], argv[split + 1 :]
-    if name not in COMMANDS:
-        close = difflib.get_close_matches(name, list(COMMANDS), n=3)
-        hint = f"; did you mean: {', '.join(close)}?" if close else f"; commands: {', '.join(sorted(COMMANDS))}"
+    name = _job_name(name)
+    if name not in _COMMANDS:
+        close = difflib.get_close_matches(name, list(_COMMANDS), n=3)
+        hint = f"; did you mean: {', '.join(close)}?" if close else f"; commands: {', '.join(sorted(_COMMANDS))}"
         print(f"mirror3d: error: unknown command {name!r}{hint}", file=sys.stderr)
         return 2
     prog = f"mirror3d {name}"
@@ -330,10 +317,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         command = _load_command(name)
-    except _CommandUnavailable as e:
-        return fail(e, 1)
+    except ImportError as e:
+        return fail(ImportError(f"command {name!r} cannot be loaded: {e}"), 1)
 
-    parser = _Parser(prog=prog, description=COMMANDS[name][1], formatter_class=_HelpFormatter)
+    parser = _Parser(prog=prog, description=_COMMANDS[name], formatter_class=_HelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     command.add_arguments(parser)
     try:
@@ -358,14 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(command.run(args) or 0)
     except ConfigError as e:
         return fail(e, 2)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    except (ValueError, FileNotFoundError, FloatingPointError, JobFailed) as e:
         return fail(e, 1)
-    except RuntimeError as e:
-        from mirror3d.platform.train import TrainingFailed
-
-        if isinstance(e, TrainingFailed):
-            return fail(e, 1)
-        raise
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import mirror3d  # noqa: F401,I001  (first: sets the local Ray/OpenMP environment before torch loads)
+from mirror3d.utils.env import apply_local_env
+
+apply_local_env()  # first: the local Ray/OpenMP environment, before torch or Ray load
+
 
 import pytest
 import torch
 
-from mirror3d.platform.local_env import local_ray_init_kwargs
 
 torch.set_num_threads(2)
 
@@ -16,6 +18,8 @@ torch.set_num_threads(2)
 def ray_session():
     """One local Ray instance for the whole test session (cold start is ~6 s)."""
     import ray
+
+    from mirror3d.platform.cluster import local_ray_init_kwargs
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, **local_ray_init_kwargs())

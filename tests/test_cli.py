@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from mirror3d.cli import COMMANDS, main, register_command
-from mirror3d.config import TurntableConfig, config_to_dict, load_config
+from mirror3d.utils.config import TurntableConfig, config_to_dict, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,7 +17,7 @@ DEMO_MODULE = '''
 from dataclasses import dataclass, field
 
 from mirror3d.cli import add_config_arguments, config_from_args
-from mirror3d.config import RenderConfig, dump_yaml
+from mirror3d.utils.config import RenderConfig, dump_yaml
 
 
 @dataclass

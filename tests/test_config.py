@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mirror3d.config import (
+from mirror3d.utils.config import (
     CONFIG_CLASSES,
     ConfigError,
     RenderConfig,
@@ -422,7 +422,7 @@ def test_parse_overrides_pairs():
 
 
 def test_config_registry():
-    assert CONFIG_CLASSES["render"] == "mirror3d.config:RenderConfig"
+    assert CONFIG_CLASSES["render"] == "mirror3d.utils.config:RenderConfig"
     assert get_config_class("turntable") is TurntableConfig
     with pytest.raises(ConfigError, match="did you mean: turntable"):
         get_config_class("turntabel")

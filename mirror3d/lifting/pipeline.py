@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mirror3d.config import config_to_dict
+from mirror3d.utils.config import config_to_dict
 
 log = logging.getLogger(__name__)
 
@@ -648,7 +648,7 @@ def run_lift(cfg: LiftConfig, use_ray: bool = True, run_dir: bool = True) -> Lif
     _write_json(out / META_DIR / "summary.json", summary)
     final = None
     if run_dir:
-        from mirror3d.platform.rundir import final_path, run_directory
+        from mirror3d.utils.rundir import final_path, run_directory
 
         with run_directory("lift", cfg.name or None, cfg.runs_root, config=cfg,
                            overwrite=bool(cfg.name)) as tmp:

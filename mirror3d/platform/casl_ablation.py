@@ -25,7 +25,7 @@ import os
 import pathlib
 from dataclasses import dataclass, field
 
-from mirror3d.config import config_to_dict, save_config, update_config
+from mirror3d.utils.config import config_to_dict, save_config, update_config
 from mirror3d.platform.casl_trainer import CaslTrainConfig
 
 __all__ = ["VARIANTS", "PAPER_TABLE4", "AblationConfig", "run_ablation", "ablation_markdown",
@@ -81,7 +81,7 @@ def _variant_config(cfg: AblationConfig, variant: str, run_root: pathlib.Path) -
 
 def _finished(run: pathlib.Path, vcfg: CaslTrainConfig) -> dict | None:
     """The eval metrics of a finished variant trained with exactly ``vcfg``, else None."""
-    from mirror3d.config import load_config
+    from mirror3d.utils.config import load_config
 
     metrics, saved = run / "eval" / "metrics.json", run / "config.yaml"
     if not (metrics.exists() and saved.exists() and (run / "model_final.pt").exists()):

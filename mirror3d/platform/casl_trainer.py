@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mirror3d.config import config_from_dict, config_to_dict, save_config
+from mirror3d.utils.config import config_from_dict, config_to_dict, save_config
 from mirror3d.models.casl.em import (EncoderLoop, EncoderLoopConfig, PrototypeLoop,
                                      PrototypeLoopConfig)
 from mirror3d.models.casl.losses import CaslLossConfig
@@ -96,7 +96,7 @@ class CaslTrainConfig:
 
 
 def smoke_config(cfg: CaslTrainConfig) -> CaslTrainConfig:
-    from mirror3d.config import update_config
+    from mirror3d.utils.config import update_config
 
     return update_config(cfg, {"optim.epochs": 2, "optim.batch_size": 4,
                                "optim.checkpoint_every": 1, "data.image_size": (32, 64),
@@ -260,7 +260,7 @@ def held_out_mask_iou(model, loader, device) -> float:
 # ------------------------------------------------------------------------------ worker loop
 def train_loop_per_worker(loop_config: dict) -> None:
     from mirror3d.platform import train as rt
-    from mirror3d.platform.rundir import append_metrics
+    from mirror3d.utils.rundir import append_metrics
 
     cfg: CaslTrainConfig = config_from_dict(CaslTrainConfig, loop_config["config"])
     run_dir = pathlib.Path(loop_config["run_dir"])
@@ -431,9 +431,9 @@ def _all_reduce_grads(params) -> None:
 def train_casl(cfg: CaslTrainConfig) -> pathlib.Path:
     """Train through Ray Train; returns the run directory."""
     from mirror3d.platform import train as rt
-    from mirror3d.platform.rundir import default_run_name
+    from mirror3d.utils.rundir import default_run_name
 
-    from mirror3d.config import update_config
+    from mirror3d.utils.config import update_config
 
     # workers run in their own directories: ship an absolute data path
     cfg = update_config(cfg, {"data.root": str(pathlib.Path(cfg.data.root).resolve())})

@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from mirror3d.config import config_to_dict, save_config, update_config
+from mirror3d.utils.config import config_to_dict, save_config, update_config
 from mirror3d.data.synth.cli import SynthConfig
 from mirror3d.lifting.pipeline import LiftConfig
 from mirror3d.platform.casl_trainer import CaslTrainConfig
@@ -378,7 +378,7 @@ def _with_presets(args, presets: dict[str, Any]):
     import copy
 
     from mirror3d.cli import _CONFIG_PREFIX
-    from mirror3d.config import format_value
+    from mirror3d.utils.config import format_value
 
     new = copy.copy(args)
     for key, value in presets.items():

@@ -50,7 +50,7 @@ class EvalReidCommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from mirror3d.config import update_config
+        from mirror3d.utils.config import update_config
         from mirror3d.platform.reid_trainer import (evaluate_model, is_image_model,
                                                     load_reid_data, load_reid_model)
 

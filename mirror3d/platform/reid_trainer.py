@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mirror3d.config import config_from_dict, config_to_dict, save_config
+from mirror3d.utils.config import config_from_dict, config_to_dict, save_config
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class ReidTrainConfig:
 
 def smoke_config(cfg: ReidTrainConfig) -> ReidTrainConfig:
     """The tiny settings of ``--smoke``: two short epochs, few points, small batches."""
-    from mirror3d.config import update_config
+    from mirror3d.utils.config import update_config
 
     return update_config(cfg, {"optim.epochs": 2, "optim.batch_size": 8, "optim.instances": 2,
                                "optim.warm_epochs": 1, "optim.checkpoint_every": 1,
@@ -386,7 +386,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         metrics.update(epoch=epoch, lr=lr, steps=n, torch_threads=torch.get_num_threads(),
                        epoch_seconds=time.time() - t0, elapsed_seconds=clock.elapsed())
         if rank == 0:
-            from mirror3d.platform.rundir import append_metrics
+            from mirror3d.utils.rundir import append_metrics
             append_metrics(run_dir, metrics)
         want_ckpt = final or (epoch + 1) % cfg.optim.checkpoint_every == 0
 
@@ -457,9 +457,9 @@ def _ranked_picture(qf, gf, data: ReidData, cfg: ReidTrainConfig, run_dir: pathl
 def train_reid(cfg: ReidTrainConfig) -> pathlib.Path:
     """Train (through Ray Train) and evaluate. Returns the run directory."""
     from mirror3d.platform import train as rt
-    from mirror3d.platform.rundir import default_run_name
+    from mirror3d.utils.rundir import default_run_name
 
-    from mirror3d.config import update_config
+    from mirror3d.utils.config import update_config
 
     # workers run in their own directories: ship absolute data paths
     cfg = update_config(cfg, {"data.shards": str(pathlib.Path(cfg.data.shards).resolve()),

@@ -1,13 +1,11 @@
-"""Ray Train glue shared by the CASL and OG-Net trainers.
+"""Ray Train glue shared by the CASL and OG-Net trainers: the engine's loops
+(:mod:`mirror3d.engine`) run inside Ray Train workers through :func:`fit`.
 
-Driver side: :func:`ensure_ray` (local loopback instance, or the cluster of ``RAY_ADDRESS`` /
-``ray job submit``) and :func:`fit` (a V2 ``TorchTrainer`` with ``ScalingConfig``, ``RunConfig``
-storage under the run directory, ``CheckpointConfig`` and ``FailureConfig``).
-
-Worker side: :func:`world` (rank / world size, also outside Ray), :func:`device`,
-:func:`save_checkpoint` / :func:`load_checkpoint` (one ``.pt`` file, loaded with
-``weights_only=True`` and checked for our format tag), :func:`report` (metrics every epoch, a
-checkpoint from rank 0 every N epochs), :func:`all_reduce_sum`.
+Driver side: :func:`fit` (a V2 ``TorchTrainer`` with ``ScalingConfig``, ``RunConfig`` storage
+under the run directory, ``CheckpointConfig`` and ``FailureConfig``) and :func:`worker_error`
+(a worker's exception out of Ray's wrappers). Worker side: :func:`worker_device` (Ray Train's
+assigned GPU, else CPU) and :func:`ray_report` (the engine's per-epoch report hook: metrics and
+the checkpoint directory to ``ray.train.report``).
 
 DDP runs gloo on CPU and nccl on GPU (Ray's TorchConfig default for ``use_gpu``).
 """
@@ -17,24 +15,24 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import ray
+import ray.train
+import ray.train.torch
 import torch
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from mirror3d.platform.cluster import ensure_ray
+from mirror3d.utils.errors import JobFailed
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ScalingSpec", "ensure_ray", "fit", "world", "device", "in_ray_train",
-           "save_checkpoint", "load_checkpoint", "report", "all_reduce_sum", "CheckpointError",
-           "latest_checkpoint", "resolve_resume", "reestimate_bn", "TrainingClock"]
-
-CHECKPOINT_FILE = "checkpoint.pt"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is not ours, of the wrong kind, or unreadable."""
+__all__ = ["ScalingSpec", "fit", "worker_device", "ray_report", "in_ray_train",
+           "TrainingFailed", "worker_error", "resolve_cpus_per_worker"]
 
 
 @dataclass
@@ -53,8 +51,6 @@ def resolve_cpus_per_worker(requested: float, num_workers: int) -> float:
     which on a 2-core machine leaves half of it idle.)"""
     if requested > 0:
         return float(requested)
-    import ray
-
     total = float(ray.cluster_resources().get("CPU", 1.0))
     per_node = [float(n.get("Resources", {}).get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
     largest = max(per_node) if per_node else total
@@ -70,22 +66,6 @@ def _with_threads(loop_config: dict) -> None:
 
 
 # ------------------------------------------------------------------------------ driver side
-def ensure_ray(num_cpus: int | None = None) -> None:
-    """Connect to Ray: the cluster in ``RAY_ADDRESS`` (set by ``ray job submit``), else a local
-    single-node instance on 127.0.0.1."""
-    import ray
-
-    from mirror3d.platform.local_env import apply_local_env, local_ray_init_kwargs
-
-    if ray.is_initialized():
-        return
-    apply_local_env()
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], logging_level="WARNING")
-    else:
-        ray.init(**local_ray_init_kwargs(num_cpus))
-
-
 def fit(
     train_loop: Callable[[dict], None],
     loop_config: dict,
@@ -102,9 +82,6 @@ def fit(
     ``checkpoint.pt`` files are written by the loop itself (see :func:`report`). Returns the
     ``ray.train.Result``; raises the training error if the run failed.
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     ensure_ray()
     run_dir = pathlib.Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -132,19 +109,7 @@ def fit(
     return result
 
 
-def non_finite_loss(what: str, epoch: int, step: int, run_dir, resume: str | None = None
-                    ) -> FloatingPointError:
-    """The error that stops a run on a NaN/inf loss: where, and the last good checkpoint (the
-    newest in ``run_dir``, else the one the run resumed from) with how to resume."""
-    good = latest_checkpoint(run_dir) or resume or None
-    return FloatingPointError(
-        f"non-finite {what} loss at epoch {epoch}, step {step}: training stopped; "
-        f"last good checkpoint: {good or 'none yet'}"
-        + (f" (resume with --resume {good} after lowering optim.lr or fixing the data)"
-           if good else ""))
-
-
-class TrainingFailed(RuntimeError):
+class TrainingFailed(JobFailed):
     """A Ray Train run failed for a reason other than the ones re-raised by type."""
 
 
@@ -173,195 +138,30 @@ def worker_error(exc: BaseException) -> BaseException:
 def in_ray_train() -> bool:
     """True inside a Ray Train worker."""
     try:
-        import ray.train
-
         ray.train.get_context().get_world_size()
         return True
     except Exception:
         return False
 
 
-def world() -> tuple[int, int]:
-    """(rank, world_size); (0, 1) outside Ray Train / torch.distributed."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def device() -> torch.device:
+def worker_device() -> torch.device:
     """The worker's device: Ray Train's assigned GPU when there is one, else CPU."""
     if torch.cuda.is_available():
         try:
-            import ray.train.torch
-
             return ray.train.torch.get_device()
         except Exception:
             return torch.device("cuda", 0)
     return torch.device("cpu")
 
 
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum a tensor over all workers (identity with one worker)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized() \
-            and torch.distributed.get_world_size() > 1:
-        t = t.clone()
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
-    return t
-
-
-def save_checkpoint(path: str | os.PathLike, kind: str, state: dict[str, Any]) -> pathlib.Path:
-    """Write ``state`` (tensors, state dicts and plain Python values only) to ``path`` atomically,
-    tagged ``format = "mirror3d/<kind>"``."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": f"mirror3d/{kind}", "version": 1, **state}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ckpt-", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def load_checkpoint(path: str | os.PathLike, kind: str, map_location="cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``.
-
-    ``path`` may be the file, or a directory holding ``checkpoint.pt`` (a Ray checkpoint dir), or a
-    run directory (its newest ``checkpoints/epoch_*/checkpoint.pt``).
-
-    Raises:
-        FileNotFoundError: nothing at ``path``.
-        CheckpointError: not a mirror3d checkpoint of this kind, or truncated/corrupt.
-    """
-    p = pathlib.Path(path)
-    if p.is_dir():
-        direct = p / CHECKPOINT_FILE
-        p = direct if direct.exists() else latest_checkpoint(p)
-        if p is None:
-            raise FileNotFoundError(f"no {CHECKPOINT_FILE} under {path}")
-    if not p.exists():
-        raise FileNotFoundError(f"checkpoint {p} does not exist")
-    try:
-        state = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"checkpoint {p}: cannot be read as a mirror3d checkpoint "
-                              f"(truncated, corrupt or foreign file: {type(exc).__name__})") from None
-    want = f"mirror3d/{kind}"
-    got = state.get("format") if isinstance(state, dict) else None
-    if got != want:
-        raise CheckpointError(f"checkpoint {p}: expected format {want!r}, got {got!r}")
-    return state
-
-
-def latest_checkpoint(run_dir: str | os.PathLike) -> pathlib.Path | None:
-    """The newest ``checkpoints/epoch_XXXX/checkpoint.pt`` under a run directory, or None."""
-    cands = sorted(pathlib.Path(run_dir).glob(f"checkpoints/epoch_*/{CHECKPOINT_FILE}"))
-    return cands[-1] if cands else None
-
-
-def report(metrics: dict[str, Any], checkpoint_state: Callable[[], dict] | None, kind: str,
-           run_dir: str | os.PathLike | None, epoch: int) -> pathlib.Path | None:
-    """Report one epoch.
-
-    Rank 0 writes ``<run_dir>/checkpoints/epoch_XXXX/checkpoint.pt`` when ``checkpoint_state`` is
-    given (a callable, so other ranks do not build it), then every rank calls ``ray.train.report``
-    (a barrier) with the same directory as the Ray checkpoint. Outside Ray Train only the file is
-    written. Returns the checkpoint file (rank 0) or None.
-    """
-    rank, _ = world()
-    ckpt_file = None
-    if checkpoint_state is not None and rank == 0 and run_dir is not None:
-        ckpt_file = save_checkpoint(
-            pathlib.Path(run_dir) / "checkpoints" / f"epoch_{epoch:04d}" / CHECKPOINT_FILE,
-            kind, checkpoint_state())
-    if in_ray_train():
-        import ray.train
-
-        ckpt = ray.train.Checkpoint.from_directory(str(ckpt_file.parent)) if ckpt_file else None
-        ray.train.report({k: v for k, v in metrics.items() if _is_scalar(v)}, checkpoint=ckpt)
-    return ckpt_file
+def ray_report(metrics: dict[str, Any], checkpoint_file: pathlib.Path | None) -> None:
+    """The engine's report hook inside Ray Train: every rank calls it once per epoch (it is a
+    barrier); rank 0 passes the checkpoint file it has just written, whose directory becomes the
+    Ray checkpoint."""
+    ckpt = (ray.train.Checkpoint.from_directory(str(pathlib.Path(checkpoint_file).parent))
+            if checkpoint_file else None)
+    ray.train.report({k: v for k, v in metrics.items() if _is_scalar(v)}, checkpoint=ckpt)
 
 
 def _is_scalar(v: Any) -> bool:
     return isinstance(v, (int, float, str, bool)) or (isinstance(v, torch.Tensor) and v.numel() == 1)
-
-
-def resolve_resume(resume: str, kind: str) -> str:
-    """The checkpoint file to resume from (a file, a Ray checkpoint dir, or a run dir's newest
-    ``checkpoints/epoch_*``), validated before any worker starts. "" stays ""."""
-    if not resume:
-        return ""
-    p = pathlib.Path(resume)
-    if p.is_dir() and not (p / CHECKPOINT_FILE).exists():
-        ck = latest_checkpoint(p)
-        if ck is None:
-            raise FileNotFoundError(f"resume: no checkpoint under {p}")
-        p = ck
-    load_checkpoint(p, kind)
-    return str(p.resolve())
-
-
-@torch.no_grad()
-def reestimate_bn(model: torch.nn.Module, loader, forward: Callable[[Any], Any],
-                  max_batches: int = 50) -> None:
-    """Recompute BatchNorm running statistics as a cumulative average over up to
-    ``max_batches`` batches (for weight-averaged models). ``forward(batch)`` runs the model."""
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return
-    saved = {m: m.momentum for m in bns}
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    with torch.no_grad():
-        for i, batch in enumerate(loader):
-            if i >= max_batches:
-                break
-            forward(batch)
-    for m, mom in saved.items():
-        m.momentum = mom
-
-
-class TrainingClock:
-    """Training progress in [0, 1]: the epoch fraction, or the wall-time fraction of a budget
-    when that is further along (so schedules finish inside ``max_minutes``)."""
-
-    def __init__(self, epochs: int, max_minutes: float = 0.0) -> None:
-        import time
-
-        self.epochs = epochs
-        self.budget = max_minutes * 60.0
-        self.start = time.time()
-
-    def elapsed(self) -> float:
-        import time
-
-        return time.time() - self.start
-
-    def progress(self, epoch: float) -> float:
-        p = epoch / self.epochs
-        if self.budget > 0:
-            p = max(p, self.elapsed() / self.budget)
-        return min(p, 1.0)
-
-    def out_of_time(self) -> bool:
-        return self.budget > 0 and self.elapsed() >= self.budget
-
-    def out_of_time_all(self, device=None) -> bool:
-        """:meth:`out_of_time` agreed by all workers (any worker out of time stops all), so a
-        loop can stop between steps without leaving a DDP peer waiting in an all-reduce."""
-        stop = self.out_of_time()
-        if self.budget > 0 and torch.distributed.is_available() \
-                and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-            stop = bool(all_reduce_sum(torch.tensor([float(stop)], device=device)).item() > 0)
-        return stop
-
-    def cosine(self, epoch: float, floor: float) -> float:
-        """Cosine factor from 1 down to ``floor`` over the progress."""
-        import math
-
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * self.progress(epoch)))

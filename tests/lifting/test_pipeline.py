@@ -167,7 +167,7 @@ def test_configuration_errors(tree, tmp_path):
     with pytest.raises(ValueError, match="cannot import"):
         run_lift(_cfg(tree, tmp_path, reconstructor="no_such_module_xyz:load"))
     with pytest.raises(ValueError, match="min_points"):
-        from mirror3d.config import config_from_dict
+        from mirror3d.utils.config import config_from_dict
         config_from_dict(LiftConfig, {"num_points": 10, "min_points": 20})
     assert not (tmp_path / "out").exists()
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mirror3d.config import load_config
+from mirror3d.utils.config import load_config
 from mirror3d.platform.casl_ablation import (PAPER_TABLE4, VARIANTS, AblationConfig,
                                              _variant_config, ablation_markdown, run_ablation)
 

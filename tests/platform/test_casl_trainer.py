@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mirror3d.config import config_to_dict, load_config, update_config
+from mirror3d.utils.config import config_to_dict, load_config, update_config
 from mirror3d.models.casl import load_casl
 from mirror3d.platform import train as rt
 from mirror3d.platform.casl_trainer import (CaslTrainConfig, casl_step, smoke_config,

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from mirror3d.config import load_config, update_config
+from mirror3d.utils.config import load_config, update_config
 from mirror3d.platform.pipeline import (PipelineCommand, PipelineConfig, run_pipeline,
                                         smoke_overrides)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mirror3d.config import load_config
+from mirror3d.utils.config import load_config
 from mirror3d.lifting.flat import lift_reid_tree_flat
 from mirror3d.platform import train as rt
 from mirror3d.platform.reid_trainer import (PKSampler, ReidTrainConfig, batch_hard_triplet,
@@ -19,7 +19,7 @@ def _cfg(tmp_path, shards, images, **extra):
     for k, v in extra.items():
         over += [f"--{k}", str(v)]
     cfg = smoke_config(load_config(ReidTrainConfig, overrides=over))
-    from mirror3d.config import update_config
+    from mirror3d.utils.config import update_config
     return update_config(cfg, {"optim.batch_size": 6, "optim.instances": 2})
 
 
@@ -47,7 +47,7 @@ def test_ognet_smoke_through_ray_train_then_resume(ray_session, tmp_path, market
     model, loaded_cfg = load_reid_model(run)
     assert loaded_cfg.model.name == "og-net-small"
     # resume: one more epoch starts at epoch 2 from the saved optimiser state
-    from mirror3d.config import update_config
+    from mirror3d.utils.config import update_config
     cfg2 = update_config(cfg, {"optim.epochs": 3, "resume": str(run), "name": "resumed"})
     run2 = train_reid(cfg2)
     lines2 = [json.loads(x) for x in (run2 / "metrics.jsonl").read_text().splitlines()]
@@ -59,7 +59,7 @@ def test_2d_baseline_trains_with_the_same_loop(tmp_path, market):
     cfg = _cfg(tmp_path, shards, root, **{"model.name": "cnn2d-small", "data.image_size": "16,32"})
     run = tmp_path / "runs" / "cnn"
     run.mkdir(parents=True)
-    from mirror3d.config import config_to_dict
+    from mirror3d.utils.config import config_to_dict
     train_loop_per_worker({"config": config_to_dict(cfg), "run_dir": str(run), "resume": ""})
     res = json.loads((run / "eval.json").read_text())
     assert res["model"] == "cnn2d-small" and res["num_gallery"] == 11
@@ -120,7 +120,7 @@ def test_time_budget_stops_between_steps_not_at_the_epoch_end(tmp_path, market):
     cfg = _cfg(tmp_path, shards, root, **{"optim.max_minutes": 1e-9, "optim.epochs": 5})
     run = tmp_path / "runs" / "budget"
     run.mkdir(parents=True)
-    from mirror3d.config import config_to_dict
+    from mirror3d.utils.config import config_to_dict
     train_loop_per_worker({"config": config_to_dict(cfg), "run_dir": str(run), "resume": ""})
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [(m["epoch"], m["steps"]) for m in lines] == [(0, 1)]

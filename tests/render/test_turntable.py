@@ -1,7 +1,7 @@
 import pytest
 from PIL import Image
 
-from mirror3d.config import TurntableConfig, load_config
+from mirror3d.utils.config import TurntableConfig, load_config
 from mirror3d.render.turntable import run_turntable
 
 

@@ -16,7 +16,7 @@ import argparse
 import math
 from dataclasses import dataclass, field
 
-from mirror3d.config import ConfigError
+from mirror3d.utils.config import ConfigError
 
 __all__ = ["SynthConfig", "add_arguments", "run", "resolved_counts"]
 
@@ -94,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_with_aliases(args: argparse.Namespace) -> SynthConfig:
     """The resolved config: defaults < --config FILE < options (aliases count as options)."""
     from mirror3d.cli import config_from_args
-    from mirror3d.config import update_config
+    from mirror3d.utils.config import update_config
 
     cfg = config_from_args(SynthConfig, args)
     updates = {key: getattr(args, f"alias_{key}") for _, key, _ in _ALIASES

@@ -265,7 +265,7 @@ def write_shard(cfg: SynthConfig | dict, k: int, units: list[Unit], root: str | 
         dict(shard, units, images, files).
     """
     if isinstance(cfg, dict):
-        from mirror3d.config import config_from_dict
+        from mirror3d.utils.config import config_from_dict
 
         cfg = config_from_dict(SynthConfig, cfg)
     if threads is not None:
@@ -362,7 +362,7 @@ def _run_shards(cfg: SynthConfig, root: pathlib.Path, shards: list[list[Unit]], 
             return
         import ray
 
-        from mirror3d.platform.local_env import local_ray_init_kwargs
+        from mirror3d.utils.env import local_ray_init_kwargs
 
         started = False
         if not ray.is_initialized():
@@ -392,7 +392,7 @@ def generate_dataset(cfg: SynthConfig) -> dict[str, Any]:
     Returns:
         summary dict: out, seconds, shards, shards_generated, counts, floor (or None).
     """
-    from mirror3d.config import validate_config
+    from mirror3d.utils.config import validate_config
 
     cfg = validate_config(cfg)
     t0 = time.perf_counter()

@@ -27,7 +27,7 @@ class EvalCaslCommand:
                             help="TorchScript file of the pytorch-fid TF-Inception pool3 network "
                                  "(then the distances are reported as FID, else as FD_randcnn)")
         parser.add_argument("--progress", action="store_true", help="show a progress bar")
-        from mirror3d.config import config_fields
+        from mirror3d.utils.config import config_fields
         from mirror3d.platform.casl_trainer import CaslDataConfig
 
         group = parser.add_argument_group(

@@ -85,7 +85,7 @@ class EvalCaslOptions:
 def apply_data_overrides(cfg, tokens: Sequence[str]):
     """The run's config with ``--data.<key> value`` overrides applied (only ``data.*`` keys:
     the model itself comes from the checkpoint)."""
-    from mirror3d.config import (ConfigError, get_by_dotted, load_config, parse_overrides,
+    from mirror3d.utils.config import (ConfigError, get_by_dotted, load_config, parse_overrides,
                                  update_config)
 
     tokens = list(tokens)
@@ -176,7 +176,7 @@ class SynthTruth:
 
 
 def _test_dataset(cfg, max_images: int):
-    from mirror3d.config import update_config
+    from mirror3d.utils.config import update_config
     from mirror3d.data.datasets import ReconstructionDataset
     from mirror3d.platform.casl_trainer import _records
 

@@ -164,7 +164,7 @@ def load_casl(path: str | os.PathLike, device: str | torch.device = "cpu") -> Ca
         FileNotFoundError: nothing there.
         mirror3d.platform.train.CheckpointError: a foreign, truncated or non-CASL checkpoint.
     """
-    from mirror3d.config import config_from_dict
+    from mirror3d.utils.config import config_from_dict
     from mirror3d.platform import train as rt
     from mirror3d.platform.casl_trainer import CaslTrainConfig, build_model
 

@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from mirror3d.cli import COMMANDS, main
-from mirror3d.config import CONFIG_CLASSES, ConfigError, config_from_dict
+from mirror3d.utils.config import CONFIG_CLASSES, ConfigError, config_from_dict
 from mirror3d.data.synth.cli import SynthConfig, add_arguments, config_with_aliases, resolved_counts
 
 

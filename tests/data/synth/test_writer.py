@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mirror3d.config import ConfigError
+from mirror3d.utils.config import ConfigError
 from mirror3d.data.masks import ratio_from_filename
 from mirror3d.data.readers.recon import read_market_hq
 from mirror3d.data.readers.reid import read_market1501

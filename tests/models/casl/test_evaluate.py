@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageSequence
 
 from mirror3d.cli import main
-from mirror3d.config import config_to_dict, load_config
+from mirror3d.utils.config import config_to_dict, load_config
 from mirror3d.data.datasets import ReconstructionDataset
 from mirror3d.data.readers import read_recon
 from mirror3d.data.synth import SynthConfig, build_person_mesh, generate_dataset, load_recipes, read_ground_truth

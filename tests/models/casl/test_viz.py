@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 
-from mirror3d.config import load_config
+from mirror3d.utils.config import load_config
 from mirror3d.models.casl import viz
 from mirror3d.platform.casl_trainer import CaslTrainConfig, build_model, smoke_config
 from mirror3d.render.mesh_io import export_mesh, load_mesh

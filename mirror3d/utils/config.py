@@ -36,36 +36,30 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import math
 import numbers
 import os
 import pathlib
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import yaml
 
 __all__ = [
-    "CONFIG_CLASSES",
     "ConfigError",
     "ConfigField",
     "dump_yaml",
-    "RenderConfig",
-    "TurntableConfig",
     "config_fields",
     "config_from_dict",
     "config_to_dict",
     "flatten_config",
     "format_value",
     "get_by_dotted",
-    "get_config_class",
     "load_config",
     "parse_overrides",
-    "register_config",
     "save_config",
     "set_by_dotted",
     "update_config",
@@ -714,20 +708,39 @@ def _override_tree(cls: type, pairs: Iterable[tuple[str, Any]], text: bool) -> d
 
 def load_config(
     cls: type,
-    path: str | os.PathLike | None = None,
+    path: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     overrides: Iterable[str] | None = None,
+    sections: Mapping[str, str | os.PathLike] | None = None,
 ) -> Any:
-    """Defaults ← YAML file ``path`` (if given) ← dotted ``overrides`` → a validated ``cls``.
+    """Defaults ← YAML file(s) ``path`` (if given; later files win; an entry may also be an
+    already-read mapping) ← dotted ``overrides`` → a validated ``cls``.
 
     overrides: tokens such as ``["--render.image_size", "64,128", "--train.lr=1e-3"]``.
+    sections: ``{section key: YAML file}`` read into that section before the files of ``path``
+    (how a composite job takes other jobs' presets: ``{"casl": "configs/train-casl/smoke.yaml"}``).
     """
     tree: dict = {}
-    if path is not None:
-        data = _read_yaml(path)
+    for key, spath in (sections or {}).items():
+        parts, info = _resolve_key(cls, key)
+        sub = _section_class(info.type)
+        if sub is None:
+            raise ConfigError(f"{key}: not a config section, cannot take the file {spath}")
         try:
-            tree = _coerce_tree(cls, cls, data, "")
+            raw = spath if isinstance(spath, Mapping) else _read_yaml(spath)
+            data = _coerce_tree(cls, sub, raw, key + ".")
         except ConfigError as e:
-            raise ConfigError(f"config file {path}: {e}") from None
+            raise ConfigError(f"config file {spath}: {e}") from None
+        nested: dict = {}
+        _set_in_tree(nested, parts, data)
+        tree = _merge(tree, nested)
+    paths = [] if path is None else [path] if isinstance(path, (str, os.PathLike, Mapping)) \
+        else list(path)
+    for one in paths:
+        data = one if isinstance(one, Mapping) else _read_yaml(one)
+        try:
+            tree = _merge(tree, _coerce_tree(cls, cls, data, ""))
+        except ConfigError as e:
+            raise ConfigError(f"config file {one}: {e}") from None
     if overrides:
         tree = _merge(tree, _override_tree(cls, parse_overrides(cls, overrides), text=True))
     return _build(cls, tree, "")
@@ -853,99 +866,3 @@ def config_fields(cls: type) -> list[ConfigField]:
         return out
 
     return walk(cls, None, "")
-
-
-# --------------------------------------------------------------------------------------------
-# Named config classes (for `python -m mirror3d config show NAME`)
-# --------------------------------------------------------------------------------------------
-
-CONFIG_CLASSES: dict[str, str] = {}
-
-
-def register_config(name: str, target: str) -> None:
-    """Register a config class under ``name`` as ``"module:Class"`` (imported only when used)."""
-    if ":" not in target:
-        raise ValueError(f"target: expected 'module:Class', got {target!r}")
-    CONFIG_CLASSES[name] = target
-
-
-def get_config_class(name: str) -> type:
-    """Import and return the config class registered as ``name``."""
-    target = CONFIG_CLASSES.get(name)
-    if target is None:
-        close = difflib.get_close_matches(name, list(CONFIG_CLASSES), n=3)
-        hint = f"; did you mean: {', '.join(close)}?" if close else f"; known: {', '.join(sorted(CONFIG_CLASSES))}"
-        raise ConfigError(f"unknown config name {name!r}{hint}")
-    module, _, attr = target.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"config {name!r}: cannot import {target}: {e}") from e
-    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
-        raise ConfigError(f"config {name!r}: {target} is not a dataclass")
-    return cls
-
-
-# --------------------------------------------------------------------------------------------
-# Configs defined here
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class RenderConfig:
-    """Renderer settings (DIB-R semantics, see DESIGN.md)."""
-
-    image_size: tuple[int, int] = field(
-        default=(64, 128),
-        metadata={"range": (1, 4096), "metavar": "W,H", "help": "output image size in pixels, W,H"},
-    )
-    sigma: float = field(
-        default=7000.0,
-        metadata={"range": (0.0, None), "help": "soft-silhouette sharpness: coverage exp(-sigma*d^2) at NDC distance d"},
-    )
-    ellipsoid: float = field(
-        default=2.0,
-        metadata={
-            "range": (1e-3, None),
-            "help": "template x and z are divided by this factor (2 for people, 1 for birds)",
-        },
-    )
-    background: Literal["white", "black", "image"] = field(
-        default="white", metadata={"help": "what fills pixels outside the mesh"}
-    )
-
-
-@dataclass
-class TurntableConfig:
-    """A turntable render of the template sphere."""
-
-    render: RenderConfig = field(default_factory=RenderConfig)
-    frames: int = field(default=36, metadata={"range": (1, 3600), "help": "number of azimuth steps"})
-    elevation: float = field(
-        default=10.0, metadata={"range": (-90.0, 90.0), "help": "camera elevation in degrees"}
-    )
-    distance: float = field(
-        default=4.0, metadata={"range": (0.5, 100.0), "help": "camera distance from the look-at point"}
-    )
-    out_dir: str = field(default="runs/turntable", metadata={"help": "output directory"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    light: tuple[float, ...] = field(
-        default=(3.0, 0.3, 0.3, 0.3, 0.0, 0.0, 0.0, 0.0, 0.0),
-        metadata={"help": "9 spherical-harmonic lighting coefficients"},
-    )
-
-    def validate(self) -> None:
-        if len(self.light) != 9:
-            raise ConfigError(
-                f"light: expected exactly 9 spherical-harmonic coefficients, got {len(self.light)}"
-            )
-
-
-register_config("render", "mirror3d.config:RenderConfig")
-register_config("turntable", "mirror3d.config:TurntableConfig")
-# Job configs live next to their jobs; listed here (lazily, by path) so that
-# `python -m mirror3d config show NAME` finds them without importing every job first.
-register_config("synth", "mirror3d.data.synth.cli:SynthConfig")
-register_config("casl", "mirror3d.platform.casl_trainer:CaslTrainConfig")
-register_config("reid", "mirror3d.platform.reid_trainer:ReidTrainConfig")
-register_config("lift", "mirror3d.lifting.pipeline:LiftConfig")

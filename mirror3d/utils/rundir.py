@@ -15,6 +15,8 @@ import shutil
 from collections.abc import Iterator
 from typing import Any
 
+from mirror3d.utils.config import save_config
+
 __all__ = ["default_run_name", "run_directory", "final_path", "append_metrics"]
 
 
@@ -34,8 +36,6 @@ def run_directory(job: str, name: str | None = None, root: str | os.PathLike = "
     Raises:
         FileExistsError: the run exists and ``overwrite`` is False.
     """
-    from mirror3d.config import save_config
-
     if not job or "/" in job:
         raise ValueError(f"job: expected a plain name, got {job!r}")
     name = name or default_run_name()

@@ -1,8 +1,9 @@
 """The one place where mirror3d's local-run environment is defined.
 
 Ray on one machine must stay on loopback, without token auth, and quiet; Gradio must not try to
-phone home (there is no network here). Every entry point (CLI, jobs/, tests) calls
-:func:`apply_local_env` before importing Ray; the Makefile does not repeat these values.
+phone home (there is no network here). Every entry point (the CLI, the scripts in jobs/, the
+tests' conftest) calls :func:`apply_local_env` once, before torch or Ray are imported;
+``import mirror3d`` itself changes nothing. The Makefile does not repeat these values.
 Values already present in the environment win, so a cluster user can override any of them.
 """
 
@@ -36,22 +37,3 @@ def apply_local_env(override: bool = False) -> dict[str, str]:
         if override or key not in os.environ:
             os.environ[key] = value
     return {k: os.environ[k] for k in LOCAL_ENV}
-
-
-def local_ray_init_kwargs(num_cpus: int | None = None) -> dict:
-    """Keyword arguments for ``ray.init`` on one machine: a new local instance (``address=
-    "local"``, even when a ``ray start`` cluster is running), loopback only. The dashboard runs
-    (on 127.0.0.1): Ray Train's placement-group cleaner polls the state API it serves and warns
-    about once a second without it."""
-    kw: dict = {
-        "address": "local",
-        "include_dashboard": True,
-        "dashboard_host": "127.0.0.1",
-        "_node_ip_address": "127.0.0.1",
-        "log_to_driver": True,
-        "configure_logging": True,
-        "logging_level": "WARNING",
-    }
-    if num_cpus is not None:
-        kw["num_cpus"] = num_cpus
-    return kw
