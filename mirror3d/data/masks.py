@@ -1,6 +1,7 @@
 """Foreground masks: loading, binarisation, foreground ratio, ratio file names, estimation.
 
-Conventions (reference/casl.md §1):
+Conventions (the mask files of CASL's datasets as the authors' public code prepares and reads them;
+CASL: Zheng et al. 2022, "3D Magic Mirror", arXiv:2204.13096):
 
 - A mask pixel is foreground when its value is ``> threshold``: 0 for Market-HQ (``seg_hmr``)
   and ATR (any parsing label > 0), 160 for CUB's soft segmentations.

@@ -1,6 +1,7 @@
 """Augmentations: reconstruction image+mask pairs (CASL) and coloured point clouds (OG-Net).
 
-Reconstruction (reference/casl.md §1). Images are (H, W, 3) uint8 RGB arrays, masks (H, W)
+Reconstruction (the augmentations of CASL's public data loaders; CASL: Zheng et al. 2022,
+"3D Magic Mirror", arXiv:2204.13096). Images are (H, W, 3) uint8 RGB arrays, masks (H, W)
 bool arrays (or None); sizes are given as ``(W, H)`` like the configs. Image and mask go
 through the same geometric operations with the same random draws; images are resized with
 bicubic filtering (PIL's default, which the reference uses) and masks with nearest
@@ -19,12 +20,14 @@ The ATR/CUB crop follows the reference loaders: on the padded size (W', H'),
 is drawn on its own, ``right ~ U{w - left, ..., W'}`` (likewise ``h``, ``upper``, ``lower``),
 so the crop covers ~85-100 % of each side with some aspect jitter.
 
-Point clouds (reference/ognet.md §3.2): (N, 6) tensors ``[x, y, z, r, g, b]`` with rgb in
-[0, 1]. :class:`PointCloudAugment` applies, in the reference order: centre xyz on all points;
-flip x (train, p = 0.5); blank (white) points get colour 0.5 and a subset of points is chosen
-(random with p = 0.5 in training, evenly spaced otherwise), kept in input order; per-axis scale
-U(0.75, 1.33) and Gaussian jitter sigma = 0.01 clipped to +-0.01 (train); rgb - 0.5. Rotation
-and erasing are off in every reference snapshot and are not implemented.
+Point clouds (the per-sample loading of OG-Net's public code; OG-Net: Zheng et al. 2021,
+"Parameter-Efficient Person Re-identification in the 3D Space", arXiv:2006.04569): (N, 6) tensors
+``[x, y, z, r, g, b]`` with rgb in [0, 1]. :class:`PointCloudAugment` applies, in the reference
+order: centre xyz on all points; flip x (train, p = 0.5); blank (white) points get colour 0.5 and
+a subset of points is chosen (random with p = 0.5 in training, evenly spaced otherwise), kept in
+input order; per-axis scale U(0.75, 1.33) and Gaussian jitter sigma = 0.01 clipped to +-0.01
+(train); rgb - 0.5. Rotation and erasing are off in every reference snapshot and are not
+implemented.
 """
 
 from __future__ import annotations
@@ -457,7 +460,7 @@ def scale_and_jitter(
 
 
 class PointCloudAugment:
-    """OG-Net per-sample loading (reference/ognet.md §3.2), in order.
+    """OG-Net per-sample loading (its public code's point-cloud dataset), in order.
 
     Args:
         train: random flip, random subset and scale + jitter; False: deterministic.

@@ -1,6 +1,7 @@
 """Image metrics of single-image reconstruction: mask IoU, SSIM and Fréchet distances.
 
-Definitions follow reference/evaluation.md ("Reconstruction"):
+Definitions follow the reconstruction metrics of CASL (Zheng et al. 2022, "3D Magic Mirror",
+arXiv:2204.13096), made explicit:
 
 - :func:`mask_iou`: soft IoU Σ(a·b) / Σ(a + b − a·b) per image (kaolin's ``mask_iou`` is one
   minus its batch mean).
@@ -16,7 +17,8 @@ Definitions follow reference/evaluation.md ("Reconstruction"):
   :class:`FeatureExtractor`.
 
 **FID or not.** Only the pytorch-fid port of the TF 2015-12-05 Inception-v3 weights gives numbers
-comparable to papers (DESIGN.md), and they cannot be downloaded here. A score is therefore
+comparable to papers (FID: Heusel et al. 2017, "GANs Trained by a Two Time-Scale Update Rule
+Converge to a Local Nash Equilibrium"), and they cannot be downloaded here. A score is therefore
 called ``FID`` only when its extractor says ``reports_fid = True`` — a
 :class:`TorchModuleExtractor` wrapping a local copy of that network, which the user vouches
 for. Every other extractor's score is named ``FD_<extractor name>``, e.g. ``FD_randcnn`` for
@@ -114,7 +116,7 @@ def gaussian_window(size: int = 11, sigma: float = 1.5, dtype=torch.float64,
 
 def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window: int = 11,
          sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
-    """Structural similarity per image (Wang et al. 2004), parameters pinned as evaluation.md.
+    """Structural similarity per image (Wang et al. 2004), with that paper's window and constants.
 
     Local statistics use a separable Gaussian window (``window``×``window``, ``sigma``) applied
     without padding ("valid", as pytorch_msssim): μ, σ² = E[x²] − μ², σ_xy = E[xy] − μ_xμ_y.

@@ -1,4 +1,4 @@
-"""3D-truth metrics of single-image reconstruction (evaluation.md "On SynthPeople").
+"""3D-truth metrics of single-image reconstruction on SynthPeople (mirror3d's own protocol).
 
 Where the true mesh and camera of an image are known (SynthPeople), a reconstruction is
 compared to them three ways:
@@ -11,9 +11,10 @@ compared to them three ways:
   it the distance error swamps the shape (``centre=False`` keeps the placement). Both point
   sets are divided by the diagonal of the axis-aligned bounding box of the *true* mesh in its
   camera frame (unit-diagonal normalisation; the prediction's own size still counts). The baseline
-  evaluation.md asks for — "the initial template under the same protocol" — is the initial
-  template placed with the **true** camera (:func:`template_baseline_chamfer`), i.e. what a
-  perfect camera with no shape learning would score.
+  reported next to it (the README's results table) — the initial template under the same
+  protocol — is the initial template placed with the **true** camera
+  (:func:`template_baseline_chamfer`), i.e. what a perfect camera with no shape learning would
+  score.
 - :func:`camera_errors`: |Δazimuth| wrapped to [0°, 180°], |Δelevation| in degrees, and the
   relative distance error |Δd| / d_true; with medians and means.
 - :func:`novel_view_mask_iou`: both meshes (object frames) rendered at the true azimuth + 90°

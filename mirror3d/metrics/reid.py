@@ -1,6 +1,7 @@
 """Person re-id evaluation: CMC and mAP under the Market-1501 protocol.
 
-Protocol (see DESIGN.md "Re-id evaluation" and reference/evaluation.md):
+Protocol: Market-1501 (Zheng et al. 2015, "Scalable Person Re-identification: A Benchmark", ICCV),
+as its evaluation code applies it:
 
 - Per query the gallery is ranked by similarity (cosine on L2-normalised features by default),
   most similar first. Exact ties keep gallery order (stable sort by gallery index).
@@ -422,7 +423,10 @@ def extract_features(
     tta_scale: float | None = 1.1,
     eps: float = 1e-6,
 ) -> torch.Tensor:
-    """Test-time re-id features, as the OG-Net reference computes them (reference/ognet.md §5).
+    """Test-time re-id features, as OG-Net's public test code computes them.
+
+    OG-Net: Zheng et al. 2021, "Parameter-Efficient Person Re-identification in the 3D Space"
+    (arXiv:2006.04569; code at github.com/layumi/person-reid-3d).
 
     ``f = model_fn(xyz, rgb) + model_fn(tta_scale * xyz, rgb)`` (rgb unchanged), then
     ``f / (||f||_2 + eps)``. ``tta_scale=None`` skips the second pass. Runs under

@@ -1,4 +1,9 @@
-"""mirror3d.render: a pure-PyTorch, DIB-R-style differentiable mesh renderer (casl.md §4).
+"""mirror3d.render: a pure-PyTorch, DIB-R-style differentiable mesh renderer.
+
+DIB-R is Chen et al. 2019 ("Learning to Predict 3D Objects with an Interpolation-based Differentiable
+Renderer", NeurIPS, §3). The renderer is set up the way CASL (Zheng et al. 2022, "3D Magic Mirror",
+arXiv:2204.13096) renders its meshes in the authors' public code; the README's "The renderer" section
+lists the conventions.
 
 Public names other code relies on::
 

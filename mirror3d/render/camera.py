@@ -1,4 +1,7 @@
-"""Look-at perspective camera with the CASL / DIB-R conventions (casl.md §4).
+"""Look-at perspective camera with the CASL / DIB-R conventions.
+
+CASL is Zheng et al. 2022 ("3D Magic Mirror", arXiv:2204.13096); the camera below is the one its
+public code hands to the DIB-R renderer (Chen et al. 2019, §3).
 
 - Camera position (d·cosE·sinA, d·sinE, d·cosE·cosA), angles in degrees, looking at (bx, by, 0),
   up +y. Camera axes: z = normalise(position − look_at), x = normalise(up × z), y = z × x.

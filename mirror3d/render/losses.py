@@ -1,4 +1,8 @@
-"""CASL mesh regularisers, with the reference code's exact normalisations (casl.md §5).
+"""CASL mesh regularisers, with the exact normalisations of the authors' public code.
+
+CASL is Zheng et al. 2022 ("3D Magic Mirror", arXiv:2204.13096); these are its shape regularisers
+(smoothness, flatness, edge length, deformation size, depth prior, symmetry) with the sums, means and
+constants of its released training code.
 
 Every loss takes a batch and returns a scalar. Weights (``lambda_*``) are applied by the caller.
 

@@ -6,12 +6,12 @@ inside the triangle and resolves visibility with a z-buffer; the soft silhouette
 (:mod:`mirror3d.render.soft_silhouette`) uses the same candidates with a margin wide enough that
 faces further away contribute less than a set tolerance. No pixel ever visits all faces.
 
-Conventions (DIB-R, casl.md §4): a face is drawn when its projected triangle is counter-clockwise
-in NDC (y up), i.e. front-facing; barycentrics are screen-space (as DIB-R interpolates), depth
-for the z-test is interpolated perspective-correctly (1/depth is linear in screen space).
-Visibility (which face owns a pixel) is piecewise constant and carries no gradient; the
-barycentrics of the owning face are recomputed with autograd, so interpolated attributes (UVs,
-colours) pass gradients to the vertices.
+Conventions (DIB-R: Chen et al. 2019, §3, as CASL uses it): a face is drawn when its projected
+triangle is counter-clockwise in NDC (y up), i.e. front-facing; barycentrics are screen-space (as
+DIB-R interpolates), depth for the z-test is interpolated perspective-correctly (1/depth is linear
+in screen space). Visibility (which face owns a pixel) is piecewise constant and carries no
+gradient; the barycentrics of the owning face are recomputed with autograd, so interpolated
+attributes (UVs, colours) pass gradients to the vertices.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""MeshRenderer: the differentiable DIB-R-style renderer CASL trains through (casl.md §4).
+"""MeshRenderer: the differentiable DIB-R-style renderer CASL trains through.
+
+DIB-R: Chen et al. 2019, §3. CASL: Zheng et al. 2022 ("3D Magic Mirror", arXiv:2204.13096); the
+steps below follow how its public code renders a prediction.
 
 One call renders a batch of textured meshes that share a face list:
 

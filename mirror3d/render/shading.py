@@ -1,4 +1,7 @@
-"""Spherical-harmonics lighting (kaolin's legacy ``spherical_harmonic_lighting``, casl.md §4).
+"""Spherical-harmonics lighting (kaolin's legacy ``spherical_harmonic_lighting``).
+
+One of the lighting models of DIB-R (Chen et al. 2019, §3), and the one CASL (Zheng et al. 2022,
+"3D Magic Mirror") predicts coefficients for.
 
 shade(n) = Σ_k l_k·B_k(n) over the 9 real SH basis functions of bands 0–2, evaluated on unit
 camera-space normals n = (x, y, z); the shade multiplies the colour.

@@ -1,4 +1,4 @@
-"""DIB-R soft silhouette (casl.md §4).
+"""DIB-R soft silhouette (Chen et al. 2019, §3: the soft coverage of pixels outside every face).
 
 Covered pixels get 1 (no gradient). An uncovered pixel gets 1 − Π_f (1 − exp(−σ·d_f²)), d_f the
 NDC distance from the pixel centre to face f (its nearest edge or corner), σ = 7000 by default.

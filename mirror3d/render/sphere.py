@@ -1,6 +1,7 @@
-"""The CASL template: an icosphere with per-corner UVs, and its normalisation (casl.md §4).
+"""The CASL template: an icosphere with per-corner UVs, and its normalisation.
 
-The reference loads ``template/sphere.obj``; we build the same mesh procedurally: a level-3
+CASL (Zheng et al. 2022, "3D Magic Mirror", arXiv:2204.13096) starts from this prior template. Its
+public code loads ``template/sphere.obj``; we build the same mesh procedurally: a level-3
 subdivided icosahedron of radius 0.5 (642 vertices, 1280 faces, 1920 edges, outward winding),
 with the UV layout u = 0.5 + asin(x/r)/π, v = (0.25 + atan2(y, z)/2π) mod 1, whose seam runs
 along the bottom meridian (y < 0, z = 0).
@@ -112,7 +113,7 @@ def sphere_face_uvs(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
 
 
 def normalize_template(verts: torch.Tensor, ellipsoid: float = 2.0) -> torch.Tensor:
-    """The reference's template normalisation (casl.md §4).
+    """The template normalisation of CASL's public code (the initial prototype).
 
     Each axis min-max scaled to [−1, 1]; z /= 2; if ``ellipsoid`` ≠ 1, x /= e and z /= e; × 0.9.
     People (Market, ATR, e = 2): x ±0.45, y ±0.9, z ±0.225. Birds (CUB, e = 1): x, y ±0.9, z ±0.45.

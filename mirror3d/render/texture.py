@@ -1,4 +1,4 @@
-"""UV texture lookup with kaolin's ``texture_mapping`` conventions (casl.md §4)."""
+"""UV texture lookup with kaolin's ``texture_mapping`` conventions, as CASL's DIB-R renderer uses it."""
 
 from __future__ import annotations
 

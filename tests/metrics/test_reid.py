@@ -118,7 +118,8 @@ def test_torch_inputs_match_numpy_inputs():
 # naive reference on random data
 # ------------------------------------------------------------------------------------------
 def naive_evaluate(qf, gf, qp, gp, qc, gc, topk):
-    """Plain per-query loop, straight from reference/evaluation.md (exact arithmetic inputs)."""
+    """Plain per-query loop, straight from the Market-1501 protocol (Zheng et al. 2015) as the
+    docstring of :mod:`mirror3d.metrics.reid` states it (exact arithmetic inputs)."""
     qf = qf / np.linalg.norm(qf, axis=1, keepdims=True)
     gf = gf / np.linalg.norm(gf, axis=1, keepdims=True)
     cmc_sum = np.zeros(topk)

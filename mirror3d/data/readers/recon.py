@@ -1,4 +1,7 @@
-"""Readers for the reconstruction datasets (image + foreground mask), reference/casl.md §1.
+"""Readers for the reconstruction datasets (image + foreground mask) that CASL trains on.
+
+CASL: Zheng et al. 2022, "3D Magic Mirror" (arXiv:2204.13096); the layouts below are those its public
+code prepares and reads.
 
 Every reader returns ``(records, summary)``: a list of
 :class:`~mirror3d.data.records.ReconRecord` and a :class:`~mirror3d.data.records.ReadSummary`.
