@@ -2,7 +2,7 @@
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
-# Ray/Gradio environment for local runs lives in mirror3d/platform/local_env.py (one place).
+# Ray/Gradio environment for local runs lives in mirror3d/utils/env.py (one place).
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: run test install install-dev bench clean
@@ -24,8 +24,9 @@ install-dev: $(VENV)/.installed-dev
 run: $(VENV)/.installed
 	$(PY) jobs/pipeline.py $(ARGS)
 
-## the whole test suite
+## the import contract (.importlinter), then the whole test suite
 test: $(VENV)/.installed-dev
+	$(VENV)/bin/lint-imports --no-cache
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing" >&2; exit 1; fi; \
 	exit $$rc

@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import os
+import re
 import sys
 import traceback
 from typing import Any
@@ -236,9 +238,13 @@ class JobCommand:
 
     def config(self, args: argparse.Namespace) -> Any:
         tokens = config_tokens(args)
-        for key in getattr(self.module, "POSITIONAL", ()):
+        for key in reversed(getattr(self.module, "POSITIONAL", ())):
             value = getattr(args, f"_pos_{key}", None)
-            if value is not None:
+            if value is None:
+                continue
+            if re.match(r"^[A-Za-z_][\w.]*=", value):  # a key=value override, not a positional
+                tokens.append(value)
+            else:
                 tokens.insert(0, f"--{key}={value}")
         preset = "smoke" if args.smoke else args.preset
         return resolve_config(self.name, preset, getattr(args, "config", None), tokens)
@@ -252,7 +258,9 @@ class JobCommand:
 # --------------------------------------------------------------------------------------------
 
 
-_COMMANDS: dict[str, str] = {"config": ConfigCommand.help, **{n: h for n, (_, h) in JOBS.items()}}
+def _commands() -> dict[str, str]:
+    """command name -> one-line help (no job module is imported)."""
+    return {"config": ConfigCommand.help, **{n: h for n, (_, h) in JOBS.items()}}
 
 
 def _load_command(name: str) -> Any:
@@ -260,8 +268,9 @@ def _load_command(name: str) -> Any:
 
 
 def _top_parser() -> argparse.ArgumentParser:
-    width = max((len(n) for n in _COMMANDS), default=0)
-    lines = "\n".join(f"  {n:<{width}}  {h}" for n, h in sorted(_COMMANDS.items()))
+    commands = _commands()
+    width = max((len(n) for n in commands), default=0)
+    lines = "\n".join(f"  {n:<{width}}  {h}" for n, h in sorted(commands.items()))
     parser = _Parser(
         prog="mirror3d",
         usage="mirror3d [-h] [--version] [--debug] <command> [<args>]",
@@ -300,13 +309,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name, rest = argv[split], argv[split + 1 :]
     name = _job_name(name)
-    if name not in _COMMANDS:
-        close = difflib.get_close_matches(name, list(_COMMANDS), n=3)
-        hint = f"; did you mean: {', '.join(close)}?" if close else f"; commands: {', '.join(sorted(_COMMANDS))}"
+    commands = _commands()
+    if name not in commands:
+        close = difflib.get_close_matches(name, list(commands), n=3)
+        hint = f"; did you mean: {', '.join(close)}?" if close else f"; commands: {', '.join(sorted(commands))}"
         print(f"mirror3d: error: unknown command {name!r}{hint}", file=sys.stderr)
         return 2
     prog = f"mirror3d {name}"
     debug = top_args.debug or "--debug" in rest
+    if debug:
+        os.environ.setdefault("MIRROR3D_VERBOSE", "1")  # Ray's own INFO logs on the console too
 
     def fail(e: BaseException, code: int) -> int:
         if debug:
@@ -318,9 +330,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         command = _load_command(name)
     except ImportError as e:
-        return fail(ImportError(f"command {name!r} cannot be loaded: {e}"), 1)
+        missing = isinstance(e, ModuleNotFoundError) and e.name is not None \
+            and JOBS[name][0].startswith(e.name)
+        what = "is not available: module" if missing else "cannot be loaded:"
+        return fail(ImportError(f"command {name!r} {what} {e.name if missing else e}"), 1)
 
-    parser = _Parser(prog=prog, description=_COMMANDS[name], formatter_class=_HelpFormatter)
+    parser = _Parser(prog=prog, description=commands[name], formatter_class=_HelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     command.add_arguments(parser)
     try:

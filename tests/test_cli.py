@@ -1,5 +1,6 @@
-"""Tests for mirror3d/cli.py and mirror3d/__main__.py."""
+"""Tests for mirror3d/cli.py, mirror3d/__main__.py and the jobs registry (mirror3d/jobs/__init__.py)."""
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -8,16 +9,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mirror3d.cli import COMMANDS, main, register_command
-from mirror3d.utils.config import TurntableConfig, config_to_dict, load_config
+from mirror3d.cli import main
+from mirror3d.jobs import JOBS, PRESETS_DIR, job_module, resolve_config
+from mirror3d.jobs.turntable import TurntableConfig
+from mirror3d.utils.config import config_to_dict, dump_yaml, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
 DEMO_MODULE = '''
 from dataclasses import dataclass, field
 
-from mirror3d.cli import add_config_arguments, config_from_args
-from mirror3d.utils.config import RenderConfig, dump_yaml
+from mirror3d.render.config import RenderConfig
+from mirror3d.utils.config import dump_yaml
 
 
 @dataclass
@@ -27,48 +30,35 @@ class DemoConfig:
     verbose: bool = False
     light: tuple[float, ...] = (1.0,)
     tag: str | None = None
+    fail: str = field(default="", metadata={"choices": ["", "value", "file", "runtime"],
+                                            "help": "raise an error of this kind"})
 
 
-def add_arguments(parser):
-    parser.add_argument("--fail", choices=["value", "file", "runtime"], default=None,
-                        help="raise an error of this kind")
-    add_config_arguments(parser, DemoConfig)
+CONFIG = DemoConfig
+POSITIONAL = ("tag",)
 
 
-def run(args):
-    cfg = config_from_args(DemoConfig, args)
-    if args.fail == "value":
+def run(cfg):
+    if cfg.fail == "value":
         raise ValueError("bad thing\\non two lines")
-    if args.fail == "file":
+    if cfg.fail == "file":
         raise FileNotFoundError("no such file: x.bin")
-    if args.fail == "runtime":
+    if cfg.fail == "runtime":
         raise RuntimeError("a bug")
     print(dump_yaml(cfg), end="")
     return 0
 '''
 
-PLAIN_MODULE = '''
-def add_arguments(parser):
-    parser.add_argument("--n", type=int, default=5, help="a number")
-
-
-def run(args):
-    print(f"n={args.n}")
-    return 3
-'''
-
 
 @pytest.fixture
 def demo(tmp_path, monkeypatch):
-    """Commands `demo` (config-backed), `plain`, `norun` and `missing`, from modules in tmp_path."""
-    (tmp_path / "m3d_demo_cmd.py").write_text(DEMO_MODULE)
-    (tmp_path / "m3d_plain_cmd.py").write_text(PLAIN_MODULE)
-    (tmp_path / "m3d_norun_cmd.py").write_text("def add_arguments(parser):\n    pass\n")
+    """Jobs `demo` (a config-backed job), `norun` (no run()) and `missing`, from modules in tmp_path."""
+    (tmp_path / "m3d_demo_job.py").write_text(DEMO_MODULE)
+    (tmp_path / "m3d_norun_job.py").write_text("CONFIG = dict\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setitem(COMMANDS, "demo", ("m3d_demo_cmd", "a config-backed demo"))
-    monkeypatch.setitem(COMMANDS, "plain", ("m3d_plain_cmd", "a plain demo"))
-    monkeypatch.setitem(COMMANDS, "norun", ("m3d_norun_cmd", "lacks run"))
-    monkeypatch.setitem(COMMANDS, "missing", ("m3d_no_such_module_xyz", "not written yet"))
+    monkeypatch.setitem(JOBS, "demo", ("m3d_demo_job", "a config-backed demo"))
+    monkeypatch.setitem(JOBS, "norun", ("m3d_norun_job", "lacks run"))
+    monkeypatch.setitem(JOBS, "missing", ("m3d_no_such_module_xyz", "not written yet"))
     return tmp_path
 
 
@@ -91,16 +81,30 @@ def single_error_line(err: str) -> str:
 def test_top_level_help_lists_commands(capsys):
     code, out, _ = run_main(capsys, ["--help"])
     assert code == 0
-    for name, (_, help) in COMMANDS.items():
+    for name, (_, help) in JOBS.items():
         assert name in out and help in out
     assert "turntable" in out and "config" in out
 
 
-def test_turntable_is_registered_lazily():
-    assert COMMANDS["turntable"] == (
-        "mirror3d.render.turntable",
-        "render a turntable of the template sphere (GIF + PNG sheet)",
-    )
+def test_every_job_module_exists_with_config_and_run():
+    for name, (module, _) in JOBS.items():
+        mod = job_module(name)
+        assert mod.__name__ == module == f"mirror3d.jobs.{name.replace('-', '_')}"
+        assert dataclasses.is_dataclass(mod.CONFIG) and callable(mod.run)
+        for key in getattr(mod, "POSITIONAL", ()):
+            assert key in {f.name for f in dataclasses.fields(mod.CONFIG)}, (name, key)
+
+
+def test_every_job_has_default_and_smoke_presets_that_load():
+    """default.yaml is the config's defaults written out (no drift); smoke.yaml loads."""
+    for name in JOBS:
+        cls = job_module(name).CONFIG
+        default = yaml.safe_load((PRESETS_DIR / name / "default.yaml").read_text())
+        default.pop("compose", None)
+        assert load_config(cls, [default]) == cls() or name == "pipeline", name
+        assert resolve_config(name, "default") == cls(), name
+        smoke = resolve_config(name, "smoke")
+        assert isinstance(smoke, cls) and smoke != cls(), name
 
 
 def test_no_command_prints_help_and_fails(capsys):
@@ -114,17 +118,7 @@ def test_unknown_command_suggests(capsys):
     assert single_error_line(err) == "mirror3d: error: unknown command 'confg'; did you mean: config?"
 
 
-def test_register_command_checks_name(monkeypatch):
-    monkeypatch.setattr("mirror3d.cli.COMMANDS", dict(COMMANDS))
-    with pytest.raises(ValueError, match="command word"):
-        register_command("--bad", "x", "y")
-    register_command("extra", "some.module", "does things")
-    import mirror3d.cli
-
-    assert mirror3d.cli.COMMANDS["extra"] == ("some.module", "does things")
-
-
-def test_missing_command_module_is_a_clear_error(demo, capsys):
+def test_missing_job_module_is_a_clear_error(demo, capsys):
     code, out, _ = run_main(capsys, ["--help"])  # listing it needs no import
     assert code == 0 and "not written yet" in out
     code, _, err = run_main(capsys, ["missing", "--help"])
@@ -134,27 +128,9 @@ def test_missing_command_module_is_a_clear_error(demo, capsys):
     assert "m3d_no_such_module_xyz" in line
 
 
-def test_command_module_without_run(demo, capsys):
+def test_job_module_without_run(demo, capsys):
     code, _, err = run_main(capsys, ["norun"])
-    assert code == 1 and "does not define run()" in single_error_line(err)
-
-
-# ---------------------------------------------------------------- a plain command
-
-
-def test_plain_command_runs_and_shows_defaults(demo, capsys):
-    code, out, _ = run_main(capsys, ["plain", "--n", "7"])
-    assert (code, out) == (3, "n=7\n")
-    code, out, _ = run_main(capsys, ["plain", "--help"])
-    assert code == 0 and "--n N" in out and "(default: 5)" in out
-
-
-def test_plain_command_rejects_unknown_arguments(demo, capsys):
-    code, _, err = run_main(capsys, ["plain", "--bogus", "1"])
-    assert code == 2
-    assert single_error_line(err) == "mirror3d plain: error: unrecognized arguments: --bogus 1"
-    code, _, err = run_main(capsys, ["plain", "--n", "x"])
-    assert code == 2 and "invalid int value: 'x'" in single_error_line(err)
+    assert code == 1 and "does not define run" in single_error_line(err)
 
 
 # ---------------------------------------------------------------- config-backed command
@@ -189,6 +165,8 @@ def test_config_command_resolves_overrides(demo, capsys):
     assert got["tag"] == "hi" and got["render"]["sigma"] == 0.0
     code, out, _ = run_main(capsys, ["demo", "--verbose", "false"])
     assert code == 0 and yaml.safe_load(out)["verbose"] is False
+    code, out, _ = run_main(capsys, ["demo", "positional-tag", "--steps", "2"])
+    assert code == 0 and yaml.safe_load(out)["tag"] == "positional-tag"
 
 
 def test_config_command_file_then_overrides(demo, capsys, tmp_path):
@@ -250,12 +228,23 @@ def test_config_show_prints_resolved_yaml(capsys):
     assert code == 0
     assert yaml.safe_load(out) == config_to_dict(TurntableConfig())
     code, out, _ = run_main(
-        capsys, ["config", "show", "render", "--image_size", "32,16", "background=black"]
+        capsys, ["config", "show", "turntable", "--render.image_size", "32,16", "render.background=black"]
     )
     assert code == 0
-    assert yaml.safe_load(out) == {
+    assert yaml.safe_load(out)["render"] == {
         "image_size": [32, 16], "sigma": 7000.0, "ellipsoid": 2.0, "background": "black",
     }
+    # --smoke is the smoke preset, for `config show` as for the job itself
+    code, out, _ = run_main(capsys, ["config", "show", "turntable", "--smoke"])
+    smoke = yaml.safe_load((PRESETS_DIR / "turntable" / "smoke.yaml").read_text())
+    assert code == 0 and yaml.safe_load(out)["frames"] == smoke["frames"] != TurntableConfig().frames
+
+
+def test_config_show_works_for_every_job(capsys):
+    for name in JOBS:
+        code, out, err = run_main(capsys, ["config", "show", name])
+        assert code == 0, (name, err)
+        assert yaml.safe_load(out) == config_to_dict(job_module(name).CONFIG()), name
 
 
 def test_config_dump_writes_loadable_yaml(capsys, tmp_path):
@@ -281,15 +270,17 @@ def test_config_command_errors(capsys):
     assert single_error_line(err) == (
         "mirror3d config: error: unknown config key 'frame'; did you mean: frames?"
     )
-    code, _, err = run_main(capsys, ["config", "dump", "render"])
+    code, _, err = run_main(capsys, ["config", "dump", "turntable"])
     assert code == 2 and "--out" in single_error_line(err)
+    code, _, err = run_main(capsys, ["config", "show", "turntable", "--preset", "nope"])
+    assert code == 2 and "has no preset 'nope'; presets: default, smoke" in single_error_line(err)
 
 
 def test_config_help(capsys):
     code, out, _ = run_main(capsys, ["config", "--help"])
     assert code == 0 and "show" in out and "dump" in out
     code, out, _ = run_main(capsys, ["config", "dump", "--help"])
-    assert code == 0 and "--out FILE" in out and "casl, lift, reid, render, synth, turntable" in out
+    assert code == 0 and "--out FILE" in out and ", ".join(sorted(JOBS)) in " ".join(out.split())
 
 
 # ---------------------------------------------------------------- subprocesses
@@ -311,7 +302,7 @@ def test_help_does_not_import_torch_or_ray():
         import contextlib, io, sys
         from mirror3d.cli import main
         with contextlib.redirect_stdout(io.StringIO()):
-            codes = [main(["--help"]), main(["config", "--help"]), main(["config", "show", "render"])]
+            codes = [main(["--help"]), main(["config", "--help"]), main(["config", "show", "--help"])]
         print(codes, "torch" in sys.modules, "ray" in sys.modules)
         """
     )

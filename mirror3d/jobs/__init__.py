@@ -32,17 +32,17 @@ from mirror3d.utils.config import ConfigError, load_config
 
 __all__ = ["JOBS", "PRESETS_DIR", "job_module", "preset_path", "presets", "resolve_config"]
 
-#: command name -> (module under mirror3d.jobs, one-line help)
+#: command name -> (job module, one-line help)
 JOBS: dict[str, tuple[str, str]] = {
-    "turntable": ("turntable", "render a turntable of the template sphere (GIF + PNG sheet)"),
-    "synth": ("synth", "generate SynthPeople (clothed people: re-id trees + 3D ground truth)"),
-    "train-casl": ("train_casl", "train CASL (single-image textured mesh reconstruction) on Ray Train"),
-    "eval-casl": ("eval_casl", "evaluate a CASL run: MaskIoU, SSIM, FD, SynthPeople 3D truth, pictures"),
-    "ablate-casl": ("ablate_casl", "CASL ablations (full / No IM / No Prototype Loop / No Encoder Loop), one budget"),
-    "train-reid": ("train_reid", "train OG-Net (point clouds) or the 2D baseline on Ray Train, then evaluate"),
-    "eval-reid": ("eval_reid", "evaluate a re-id run (CMC, mAP, ranked picture), also across datasets"),
-    "lift": ("lift", "lift a re-id dataset to point-cloud shards on Ray Data (flat | casl-visible[+bg])"),
-    "pipeline": ("pipeline", "the main job: SynthPeople -> CASL -> lifting -> OG-Net + 2D baseline -> report.md"),
+    "turntable": ("mirror3d.jobs.turntable", "render a turntable of the template sphere (GIF + PNG sheet)"),
+    "synth": ("mirror3d.jobs.synth", "generate SynthPeople (clothed people: re-id trees + 3D ground truth)"),
+    "train-casl": ("mirror3d.jobs.train_casl", "train CASL (single-image textured mesh reconstruction) on Ray Train"),
+    "eval-casl": ("mirror3d.jobs.eval_casl", "evaluate a CASL run: MaskIoU, SSIM, FD, SynthPeople 3D truth, pictures"),
+    "ablate-casl": ("mirror3d.jobs.ablate_casl", "CASL ablations (full / No IM / No Prototype Loop / No Encoder Loop), one budget"),
+    "train-reid": ("mirror3d.jobs.train_reid", "train OG-Net (point clouds) or the 2D baseline on Ray Train, then evaluate"),
+    "eval-reid": ("mirror3d.jobs.eval_reid", "evaluate a re-id run (CMC, mAP, ranked picture), also across datasets"),
+    "lift": ("mirror3d.jobs.lift", "lift a re-id dataset to point-cloud shards on Ray Data (flat | casl-visible[+bg])"),
+    "pipeline": ("mirror3d.jobs.pipeline", "the main job: SynthPeople -> CASL -> lifting -> OG-Net + 2D baseline -> report.md"),
 }
 
 #: The presets folder: ``configs/`` at the top of the repository (``MIRROR3D_CONFIGS`` overrides).
@@ -60,7 +60,11 @@ def job_module(name: str) -> ModuleType:
     """Import the module of job ``name``."""
     if name not in JOBS:
         raise _unknown(name)
-    return importlib.import_module(f"mirror3d.jobs.{JOBS[name][0]}")
+    module = importlib.import_module(JOBS[name][0])
+    for attr in ("CONFIG", "run"):
+        if not hasattr(module, attr):
+            raise ImportError(f"job module {JOBS[name][0]} does not define {attr}")
+    return module
 
 
 def presets(name: str) -> list[str]:
@@ -98,6 +102,8 @@ def resolve_config(name: str, preset: str = "default", config_file: str | None =
                    overrides: list[str] | None = None, cls: type | None = None) -> Any:
     """Job ``name``'s config: dataclass defaults < preset < ``config_file`` < dotted overrides."""
     cls = cls or job_module(name).CONFIG
+    if preset == "default" and not (PRESETS_DIR / name / "default.yaml").is_file():
+        return load_config(cls, config_file, overrides or [])  # no presets: the defaults
     path = preset_path(name, preset)
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):

@@ -23,10 +23,10 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from mirror3d.platform.cluster import ensure_ray
+from mirror3d.platform.cluster import ensure_ray, link_ray_logs, verbose
 from mirror3d.utils.errors import JobFailed
 
 log = logging.getLogger(__name__)
@@ -79,12 +79,16 @@ def fit(
     """Run ``train_loop(loop_config)`` on ``scaling.num_workers`` Ray Train workers.
 
     Ray's own storage (its checkpoints and result files) goes to ``<run_dir>/<name>``; our
-    ``checkpoint.pt`` files are written by the loop itself (see :func:`report`). Returns the
-    ``ray.train.Result``; raises the training error if the run failed.
+    ``checkpoint.pt`` files are written by the loop itself (see :func:`ray_report`). The console
+    shows the loop's own progress lines; Ray Train's internal logs are kept at WARNING unless
+    ``MIRROR3D_VERBOSE`` is set (``--debug``), and ``<run_dir>/ray_logs`` links to the Ray
+    session's log folder. Returns the ``ray.train.Result``; raises the training error if the run
+    failed.
     """
     ensure_ray()
     run_dir = pathlib.Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    link_ray_logs(run_dir)
     cpus = resolve_cpus_per_worker(scaling.cpus_per_worker, scaling.num_workers)
     log.info("Ray Train: %d worker(s) x %g CPU", scaling.num_workers, cpus)
     trainer = TorchTrainer(
@@ -98,7 +102,8 @@ def fit(
         run_config=RunConfig(
             name=name, storage_path=str(run_dir),
             checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
-            failure_config=FailureConfig(max_failures=max_failures)),
+            failure_config=FailureConfig(max_failures=max_failures),
+            logging_config=LoggingConfig(log_level="INFO" if verbose() else "WARNING")),
     )
     try:
         result = trainer.fit()

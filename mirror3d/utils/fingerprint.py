@@ -62,6 +62,6 @@ def check_settings(path: str | os.PathLike, settings: Mapping[str, Any]) -> list
     """Compare ``settings`` with those recorded at ``path``: ``[]`` when equal or when none are
     recorded, else the differences (see :func:`settings_diff`). Writes nothing."""
     old = read_settings(path)
-    if old is None and not pathlib.Path(path).exists():
-        return []
-    return settings_diff(old, settings) or ([] if old is not None else ["unreadable settings"])
+    if old is None:
+        return ["unreadable settings"] if pathlib.Path(path).exists() else []
+    return settings_diff(old, settings)

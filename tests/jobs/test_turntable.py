@@ -1,14 +1,15 @@
 import pytest
 from PIL import Image
 
-from mirror3d.utils.config import TurntableConfig, load_config
-from mirror3d.render.turntable import run_turntable
+import mirror3d.jobs.turntable as tt
+from mirror3d.jobs.turntable import TurntableConfig, run_turntable
+from mirror3d.utils.config import load_config
 
 
 def test_turntable_writes_gif_sheet_and_config(tmp_path):
     cfg = load_config(TurntableConfig, overrides=[
-        "--frames", "6", "--render.image_size", "16,32", "--out_dir", str(tmp_path / "tt")])
-    out = run_turntable(cfg, name="r1", progress=False)
+        "--frames", "6", "--render.image_size", "16,32", "--out_dir", str(tmp_path / "tt"), "--name", "r1"])
+    out = run_turntable(cfg, progress=False)
     assert out == tmp_path / "tt" / "r1"
     gif = Image.open(out / "turntable.gif")
     assert gif.n_frames == 6 and gif.size == (32, 64)
@@ -24,16 +25,14 @@ def test_turntable_writes_gif_sheet_and_config(tmp_path):
 
 
 def test_failure_leaves_no_partial_run(tmp_path, monkeypatch):
-    import mirror3d.render.turntable as tt
-
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(tt, "save_gif", boom)
     cfg = load_config(TurntableConfig, overrides=["--frames", "2", "--render.image_size", "8,16",
-                                                  "--out_dir", str(tmp_path / "tt")])
+                                                  "--out_dir", str(tmp_path / "tt"), "--name", "bad"])
     with pytest.raises(RuntimeError):
-        run_turntable(cfg, name="bad", progress=False)
+        run_turntable(cfg, progress=False)
     assert list((tmp_path / "tt").iterdir()) == []
 
 

@@ -1,4 +1,4 @@
-"""Tests for mirror3d/config.py: typed dataclass configs, YAML, dotted overrides, errors."""
+"""Tests for mirror3d/utils/config.py: typed dataclass configs, YAML, dotted overrides, errors."""
 
 import dataclasses
 from dataclasses import dataclass, field
@@ -9,21 +9,18 @@ import numpy as np
 import pytest
 import yaml
 
+from mirror3d.jobs.turntable import TurntableConfig
+from mirror3d.render.config import RenderConfig
 from mirror3d.utils.config import (
-    CONFIG_CLASSES,
     ConfigError,
-    RenderConfig,
-    TurntableConfig,
     config_fields,
     config_from_dict,
     config_to_dict,
     flatten_config,
     format_value,
     get_by_dotted,
-    get_config_class,
     load_config,
     parse_overrides,
-    register_config,
     save_config,
     set_by_dotted,
     update_config,
@@ -421,14 +418,28 @@ def test_parse_overrides_pairs():
 # ---------------------------------------------------------------- registry and fields
 
 
-def test_config_registry():
-    assert CONFIG_CLASSES["render"] == "mirror3d.utils.config:RenderConfig"
-    assert get_config_class("turntable") is TurntableConfig
-    with pytest.raises(ConfigError, match="did you mean: turntable"):
-        get_config_class("turntabel")
-    with pytest.raises(ValueError, match="module:Class"):
-        register_config("x", "no_colon")
-    assert "x" not in CONFIG_CLASSES
+def test_load_config_files_in_order_sections_and_mappings(tmp_path):
+    """Several files: later ones win; a mapping entry counts as an already-read file; a section
+    file fills one section (how the pipeline composes its stages' presets)."""
+    a = tmp_path / "a.yaml"
+    a.write_text("frames: 5\nelevation: 3.0\n")
+    b = tmp_path / "b.yaml"
+    b.write_text("frames: 7\n")
+    sec = tmp_path / "render.yaml"
+    sec.write_text("sigma: 10.0\nimage_size: [8, 16]\n")
+    cfg = load_config(TurntableConfig, [a, {"distance": 9.0}, b], ["--elevation", "4"],
+                      sections={"render": sec})
+    assert (cfg.frames, cfg.elevation, cfg.distance) == (7, 4.0, 9.0)
+    assert (cfg.render.sigma, cfg.render.image_size) == (10.0, (8, 16))
+    # a later file overrides a section file's key
+    cfg = load_config(TurntableConfig, [{"render": {"sigma": 2.0}}], sections={"render": sec})
+    assert (cfg.render.sigma, cfg.render.image_size) == (2.0, (8, 16))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sigmaa: 1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key 'render.sigmaa'"):
+        load_config(TurntableConfig, sections={"render": bad})
+    with pytest.raises(ConfigError, match="frames: not a config section"):
+        load_config(TurntableConfig, sections={"frames": sec})
 
 
 def test_config_fields_describe_turntable():
