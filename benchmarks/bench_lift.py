@@ -11,7 +11,8 @@ Reported, all from one run:
 - ``images_per_s``: end to end over the lifting phase (for Ray: pool start-up included);
 - ``steady_images_per_s``: images of the shards finished after the first one, over the time from
   the first shard's end to the last one's (start-up excluded);
-- ``in_worker_images_per_s``: images / the summed time spent inside ``ShardLifter.lift_job``;
+- ``in_worker_images_per_s``: images / the summed time spent inside ``ShardLifter.lift_job``
+  (:mod:`mirror3d.lifting.lifter`; the Ray runs go through :func:`mirror3d.platform.lifting.run_lift`);
 - ratios ``two_vs_one_actor`` (issue target ≥ 1.7) and ``ray_overhead_one_actor`` = loop / 1 actor
   − 1 (target ≤ 0.20), end to end and steady, from the medians of ``--repeats`` interleaved
   rounds (interleaving spreads the machine's changing load over all three set-ups).
@@ -36,6 +37,10 @@ import time
 import numpy as np
 import torch
 from PIL import Image
+
+from mirror3d.lifting.config import LiftConfig
+from mirror3d.platform.cluster import ensure_ray
+from mirror3d.platform.lifting import run_lift
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
@@ -62,9 +67,7 @@ def make_dataset(root: pathlib.Path, n: int, seed: int = 0) -> tuple[pathlib.Pat
     return market, hq
 
 
-def measure(cfg, use_ray: bool) -> dict:
-    from mirror3d.lifting.pipeline import run_lift
-
+def measure(cfg: LiftConfig, use_ray: bool) -> dict:
     t0, t0_wall = time.perf_counter(), time.time()
     rep = run_lift(cfg, use_ray=use_ray, run_dir=False)
     wall = time.perf_counter() - t0
@@ -100,9 +103,6 @@ def main() -> None:
     args = ap.parse_args()
     n, shard = (64, 8) if args.quick else (args.images, args.shard_size)
     repeats = 1 if args.quick else max(1, args.repeats)
-
-    from mirror3d.lifting.pipeline import LiftConfig
-    from mirror3d.platform.train import ensure_ray
 
     ensure_ray()
     torch.set_num_threads(1)  # the loop gets what each actor gets (LiftConfig.torch_threads = 1)

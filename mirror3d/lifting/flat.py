@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["lift_flat", "pixel_plane_coords", "lift_reid_tree_flat", "image_to_rgb"]
+__all__ = ["lift_flat", "pixel_plane_coords", "image_to_rgb"]
 
 
 def pixel_plane_coords(h: int, w: int, height: float = 1.8) -> np.ndarray:
@@ -66,52 +66,3 @@ def lift_flat(image: np.ndarray, mask: np.ndarray | None = None, height: float =
             raise ValueError("mask: empty (no foreground pixel)")
         pts = pts[keep]
     return pts
-
-
-def lift_reid_tree_flat(root, out_dir, reader: str = "market1501", shard_size: int = 512,
-                        image_size: tuple[int, int] | None = None, progress: bool = True) -> list:
-    """Flat-lift every image of a re-id tree into point-cloud shards, in one process.
-
-    Shards ``<out_dir>/<split>-<k>.parquet`` (see :mod:`mirror3d.lifting.shards`); a shard that
-    already exists is kept (re-runs resume). The Ray Data pipeline (``jobs/lift.py``) does the
-    same across nodes for every lifting mode.
-
-    Args:
-        root: dataset root in the layout of ``reader`` (see :func:`mirror3d.data.readers.read_reid`).
-        image_size: optional (W, H) resize before lifting.
-    Returns:
-        the shard paths.
-    """
-    import pathlib
-
-    from PIL import Image
-    from tqdm import tqdm
-
-    from mirror3d.data.readers import read_reid
-    from mirror3d.lifting.shards import write_shard
-
-    records, _ = read_reid(reader, root)
-    out = pathlib.Path(out_dir)
-    paths = []
-    for split in ("train", "query", "gallery"):
-        recs = [r for r in records if r.split == split]
-        chunks = [recs[i:i + shard_size] for i in range(0, len(recs), shard_size)]
-        for k, chunk in enumerate(tqdm(chunks, desc=f"lift flat {split}", disable=not progress)):
-            path = out / f"{split}-{k:05d}.parquet"
-            paths.append(path)
-            if path.exists():
-                continue
-            clouds = []
-            for r in chunk:
-                try:
-                    with Image.open(r.path) as im:
-                        im = im.convert("RGB")
-                        if image_size is not None:
-                            im = im.resize(tuple(image_size), Image.BICUBIC)
-                        clouds.append(lift_flat(np.asarray(im)))
-                except OSError as exc:
-                    raise ValueError(f"image {r.path}: cannot be read ({exc})") from None
-            sources = [str(pathlib.Path(r.path).resolve()) for r in chunk]  # for pictures later
-            write_shard(path, clouds, [r.pid for r in chunk], [r.camid for r in chunk],
-                        [split] * len(chunk), sources, "flat")
-    return paths

@@ -10,7 +10,8 @@ Schema (one row per image):
     path    string     source image
     mode    string     lifting mode (flat | casl-visible | casl-visible+bg)
 
-A shard is written to a temporary name and renamed, so a crash leaves no partial file.
+A shard is written to a hidden temporary name and renamed (:func:`mirror3d.utils.files.atomic_path`),
+so a crash leaves no partial file; readers of a directory skip hidden files.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from mirror3d.utils.files import atomic_path
 
 __all__ = ["SCHEMA", "write_shard", "read_shards", "PointSamples", "ShardError"]
 
@@ -85,10 +88,8 @@ def write_shard(path: str | os.PathLike, clouds: Sequence[np.ndarray], pid: Iter
          pa.array(pid, pa.int64()), pa.array(camid, pa.int64()), pa.array(split, pa.string()),
          pa.array(src, pa.string()), pa.array([mode] * n, pa.string())], schema=SCHEMA)
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
     return path
 
 
@@ -110,7 +111,8 @@ def _cloud_values(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_shards(paths: Iterable[str | os.PathLike] | str | os.PathLike) -> PointSamples:
-    """Read one shard, a directory of ``*.parquet`` shards, or a list of shard files.
+    """Read one shard, a directory of ``*.parquet`` shards (hidden files, e.g. a shard being
+    written, left out), or a list of shard files.
 
     Raises:
         FileNotFoundError: no shard found.
@@ -118,7 +120,8 @@ def read_shards(paths: Iterable[str | os.PathLike] | str | os.PathLike) -> Point
     """
     if isinstance(paths, (str, os.PathLike)):
         p = pathlib.Path(paths)
-        files = sorted(p.glob("*.parquet")) if p.is_dir() else [p]
+        files = (sorted(f for f in p.glob("*.parquet") if not f.name.startswith("."))
+                 if p.is_dir() else [p])
     else:
         files = [pathlib.Path(p) for p in paths]
     if not files:

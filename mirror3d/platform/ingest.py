@@ -3,8 +3,9 @@
 Any reader's records (:class:`~mirror3d.data.records.ReidRecord` or
 :class:`~mirror3d.data.records.ReconRecord`, mixed if you like) become one Arrow table of
 paths and labels, split into ``num_blocks`` blocks (``ray.data.from_arrow(...,
-override_num_blocks=...)``); the pixels are decoded with pillow inside Ray tasks
-(``map_batches``, batch format ``numpy``). Ray Data schedules these tasks with its default
+override_num_blocks=...)``); the pixels are decoded inside Ray tasks (``map_batches``, batch
+format ``numpy``) by the one decode path of mirror3d, :func:`mirror3d.data.decode.decode_image`
+(the lifting job's too). Ray Data schedules these tasks with its default
 ``"SPREAD"`` strategy, so with enough blocks the decoding spreads over the nodes of a cluster.
 
 Output columns (one row per image):
@@ -14,9 +15,9 @@ Output columns (one row per image):
   own size (Ray stores a variable-shaped tensor column when sizes differ).
 - ``mask``: (H, W) uint8 in {0, 1}, aligned with ``image`` (resized with nearest).
   ``mask_source`` says where it came from: ``"file"`` (the record's mask file, binarised as
-  ``value > mask_threshold``), ``"estimate"`` (GrabCut, :func:`~mirror3d.data.masks.estimate_mask`)
-  or ``"ones"`` (all foreground: the dataset has no mask). ``mask_estimated`` (bool) is True
-  unless the mask came from a file. By default (``missing_mask="auto"``) reconstruction records
+  ``value > mask_threshold``), ``"estimate"`` (GrabCut, :func:`~mirror3d.data.masks.estimate_mask`,
+  on the decoded image: after the crop and the resize) or ``"ones"`` (all foreground: the
+  dataset has no mask). ``mask_estimated`` (bool) is True unless the mask came from a file. By default (``missing_mask="auto"``) reconstruction records
   without a mask file are estimated, as the record declares, and re-id records get all-ones.
   ``with_masks=False`` leaves out ``mask``, ``mask_path``, ``mask_source`` and ``mask_estimated``.
 - ``pid``, ``camid``, ``label`` (int64): re-id records give theirs; reconstruction records give
@@ -34,7 +35,8 @@ image for a failed row. A row fails when its image (or mask file) is missing or 
 decoded (truncated JPEG, garbage bytes, ...), when its mask differs in size from its image, or
 when its box misses the image. :func:`ingest` then applies the policy: failed rows are dropped
 from the returned dataset but counted and listed in ``<run_dir>/bad_images.txt`` (one
-``path<TAB>reason`` line each, always written, empty when all is well) and
+``path<TAB>reason`` line each, always written, empty when all is well;
+:func:`mirror3d.data.decode.read_bad_list` reads it back) and
 ``<run_dir>/ingest.json`` (total / good / bad / failure rate / threshold); one warning line with
 the count is logged. When the failure rate is above ``max_failure_rate`` (default 5 %, strictly
 above) :class:`IngestError` stops the job with one line naming the rate, the threshold and the
@@ -77,15 +79,15 @@ from typing import Any
 
 import numpy as np
 
-from mirror3d.data.masks import estimate_mask, load_binary_mask, load_rgb
+from mirror3d.data.decode import BAD_LIST_NAME, decode_image, one_line, write_bad_list
 from mirror3d.data.records import ReconRecord, ReidRecord
-from mirror3d.data.transforms import crop_pair, enlarged_bbox, resize_pair
+from mirror3d.data.transforms import resize_pair
+from mirror3d.utils.files import atomic_write
 
 # Ray's numpy collate base class: iter_torch_batches picks the batch format from it.
 from ray.data.collate_fn import NumpyBatchCollateFn
 
 __all__ = [
-    "BAD_LIST_NAME",
     "COLUMNS",
     "MASK_COLUMNS",
     "SUMMARY_NAME",
@@ -96,7 +98,6 @@ __all__ = [
     "decode_batch",
     "default_num_blocks",
     "ingest",
-    "read_bad_list",
     "records_to_dataset",
     "records_to_table",
     "train_shards",
@@ -104,7 +105,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-BAD_LIST_NAME = "bad_images.txt"
 SUMMARY_NAME = "ingest.json"
 MISSING_MASK_CHOICES = ("auto", "estimate", "ones")
 STATUS_COLUMNS = ("ok", "error")
@@ -210,31 +210,14 @@ def records_to_table(records: Sequence[ReidRecord | ReconRecord], missing_mask: 
 
 def _decode_row(path: str, mask_path: str | None, threshold: int, source: str, box: np.ndarray,
                 image_size: tuple[int, int] | None, with_masks: bool, resample: str, seed: int):
-    """Decode one row. Returns image (H, W, 3) uint8 and mask (H, W) bool or None; raises on bad data."""
-    image = load_rgb(path)
-    mask = None
-    if with_masks:
-        if source == "file":
-            mask = load_binary_mask(mask_path, int(threshold))
-            if mask.shape != image.shape[:2]:
-                raise ValueError(
-                    f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but the image is "
-                    f"{image.shape[1]}x{image.shape[0]} (W x H)"
-                )
-        elif source == "estimate":
-            mask = estimate_mask(image, seed=seed)
-        else:
-            mask = np.ones(image.shape[:2], bool)
-    if not np.isnan(box).any():
-        left, upper, right, lower = enlarged_bbox(tuple(box), image.shape[1], image.shape[0])
-        image, mask = crop_pair(image, mask, left, upper, right, lower)
-    if image_size is not None:
-        image, mask = resize_pair(image, mask, image_size, resample)
-    return np.ascontiguousarray(image), mask
-
-
-def _one_line(text: str) -> str:
-    return text.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    """Decode one row with the one decode path (:func:`mirror3d.data.decode.decode_image`).
+    Returns image (H, W, 3) uint8 and mask (H, W) bool or None; raises on bad data."""
+    d = decode_image(path, mask_path if with_masks and source == "file" else None,
+                     mask_threshold=int(threshold),
+                     missing_mask=source if with_masks and source != "file" else "none",
+                     bbox=None if np.isnan(box).any() else tuple(box), image_size=image_size,
+                     resample=resample, seed=seed, mask_mismatch="error")
+    return d.image, d.mask
 
 
 def _column(arrays: list[np.ndarray]) -> np.ndarray:
@@ -280,7 +263,7 @@ def decode_batch(
             if strict:
                 raise ValueError(f"{path} could not be decoded although it passed the check pass: "
                                  f"{type(err).__name__}: {err}") from err
-            errors[i] = _one_line(f"{type(err).__name__}: {err}")
+            errors[i] = one_line(f"{type(err).__name__}: {err}")
             continue
         ok[i] = True
         if not check_only:
@@ -414,16 +397,6 @@ def _scan_status(ds, with_rows: bool = False) -> tuple[int, list[tuple[str, str]
     return seen, sorted(bad), bad_idx
 
 
-def read_bad_list(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """The ``(path, reason)`` pairs of a ``bad_images.txt`` (tabs / newlines come back escaped)."""
-    out = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line:
-            image, _, reason = line.partition("\t")
-            out.append((image, reason))
-    return out
-
-
 def ingest(
     records: Sequence[ReidRecord | ReconRecord],
     run_dir: str | os.PathLike,
@@ -485,17 +458,14 @@ def ingest(
     if seen != total:
         raise RuntimeError(f"ingest: {total} records went in but {seen} rows came out of Ray Data")
 
-    bad_list = run_dir / BAD_LIST_NAME
-    with open(bad_list, "w", encoding="utf-8") as fh:
-        for path, reason in bad_rows:
-            fh.write(f"{_one_line(path)}\t{reason}\n")
+    bad_list = write_bad_list(run_dir / BAD_LIST_NAME, bad_rows)
     n_bad = len(bad_rows)
     rate = n_bad / total
     summary_path = run_dir / SUMMARY_NAME
     summary = {"total": total, "good": total - n_bad, "bad": n_bad, "failure_rate": rate,
                "max_failure_rate": float(max_failure_rate), "bad_list": BAD_LIST_NAME,
                "materialize": bool(materialize)}
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    atomic_write(summary_path, json.dumps(summary, indent=2) + "\n")
 
     if rate > max_failure_rate:
         raise IngestError(

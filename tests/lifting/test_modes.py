@@ -144,12 +144,14 @@ def test_mask_required_and_empty_body_is_too_few():
 
 def test_with_a_casl_predictor():
     """The CASL inference API plugs in: an (untrained) CaslPredictor as the reconstructor."""
+    from mirror3d.jobs import job_module
     from mirror3d.models.casl.inference import CaslPredictor
-    from mirror3d.platform.casl_trainer import CaslTrainConfig, build_model, smoke_config
+    from mirror3d.models.casl.step import build_model
     from mirror3d.render import look_at_camera
+    from mirror3d.utils.config import update_config
 
     torch.manual_seed(0)
-    cfg = smoke_config(CaslTrainConfig())
+    cfg = update_config(job_module("train-casl").CONFIG(), {"data.image_size": (32, 64)})
     pred = CaslPredictor(build_model(cfg)[0], cfg)
     img, mask = _image(2), _mask()
     res = lift_image(img, mask, "casl-visible+bg", pred, LiftParams(num_points=4096, min_points=0),

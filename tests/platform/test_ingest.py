@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from mirror3d.data.decode import BAD_LIST_NAME, read_bad_list
 from mirror3d.data.masks import estimate_mask, load_binary_mask, load_rgb
 from mirror3d.data.readers import read_cub, read_image_folder, read_market1501, read_market_hq
 from mirror3d.data.transforms import crop_pair, enlarged_bbox, resize_pair
 from mirror3d.platform.ingest import (
-    BAD_LIST_NAME,
     COLUMNS,
     MASK_COLUMNS,
     SUMMARY_NAME,
@@ -23,7 +23,6 @@ from mirror3d.platform.ingest import (
     TensorCollate,
     decode_batch,
     ingest,
-    read_bad_list,
     records_to_dataset,
     records_to_table,
     train_shards,

@@ -1,0 +1,215 @@
+"""The lifting job's driver, without Ray: plan, resume, lift the missing shards, summarise.
+
+Flow::
+
+    re-id reader (records: path, pid, camid, split)  [+ mask lookup in a mask tree]
+      → shard plan (:mod:`mirror3d.lifting.plan`): ``<split>-<k:05d>``, deterministic
+      → the missing shards, lifted by ``lift_shards(cfg, jobs)``: in this process by default
+        (one :class:`~mirror3d.lifting.lifter.ShardLifter`, one shard after another), or by the
+        Ray Data actor pool of :func:`mirror3d.platform.lifting.run_lift`
+      → summary (all shards, also those done by earlier runs) in ``<out>/_meta/summary.json``
+        and, with a run directory, ``runs/lift/<name>/``: ``summary.json``, ``bad_images.txt``
+        (``path<TAB>reason``, :mod:`mirror3d.data.decode`), ``config.yaml`` and ``pictures/``
+        (input + three views as PNG, and PLY, of the first ``preview`` samples).
+
+Resuming: a shard is done when its meta file exists and its parquet exists (or the meta says it
+holds no row). Re-running lifts only the missing shards; since every random draw is seeded by
+the image path (relative to the dataset root) and ``seed``, the result is identical. The out dir
+keeps the settings it was lifted with (``_meta/lift_settings.json``, compared with
+:func:`mirror3d.utils.fingerprint.check_settings`); a re-run with different settings is refused
+unless ``overwrite``. docs/architecture.md describes the layering (this module is core; only
+:mod:`mirror3d.platform.lifting` imports Ray).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from mirror3d.data.decode import BAD_LIST_NAME, write_bad_list
+from mirror3d.lifting.config import LiftConfig, content_settings
+from mirror3d.lifting.lifter import META_DIR, ShardLifter, load_sample_image
+from mirror3d.lifting.modes import MODES_NEEDING_MASK
+from mirror3d.lifting.plan import ShardJob, plan_shards
+from mirror3d.lifting.reconstructors import check_reconstructor
+from mirror3d.lifting.shards import read_shards
+from mirror3d.lifting.viz import export_ply, save_lift_picture
+from mirror3d.utils.files import atomic_write
+from mirror3d.utils.fingerprint import check_settings, write_settings
+from mirror3d.utils.rundir import final_path, run_directory
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SETTINGS_FILE", "SUMMARY_FILE", "LiftReport", "lift_dataset", "lift_in_process",
+           "prepare_out", "shard_done", "summarize", "log_problems", "save_pictures"]
+
+SETTINGS_FILE = "lift_settings.json"
+SUMMARY_FILE = "summary.json"
+
+#: ``lift_shards(cfg, jobs)``: lifts the given shards (writing their parquet and meta files).
+ShardRunner = Callable[[LiftConfig, Sequence[ShardJob]], object]
+
+
+@dataclass
+class LiftReport:
+    """What a lifting run did."""
+
+    out_dir: pathlib.Path
+    run_dir: pathlib.Path | None
+    summary: dict
+    lifted_shards: list[str]
+    skipped_shards: list[str]
+
+
+def _write_json(path: pathlib.Path, obj: object) -> None:
+    atomic_write(path, json.dumps(obj, indent=1, sort_keys=True))
+
+
+def prepare_out(cfg: LiftConfig) -> pathlib.Path:
+    """The out dir, with its settings recorded; an out dir lifted with other settings is
+    refused (ValueError naming the keys), or emptied with ``overwrite``."""
+    out = cfg.out_dir()
+    meta = out / META_DIR
+    settings = content_settings(cfg)
+    path = meta / SETTINGS_FILE
+    diff = check_settings(path, settings)
+    if diff and not cfg.overwrite:
+        raise ValueError(f"out: {out} holds shards lifted with other settings "
+                         f"({'; '.join(diff)}); use another out dir or overwrite=true")
+    if diff:
+        log.warning("lift: overwriting %s (settings changed: %s)", out, "; ".join(diff))
+        for f in list(out.glob("*.parquet")) + list(meta.glob("*.json")):
+            f.unlink()
+    write_settings(path, settings)
+    return out
+
+
+def shard_done(out: pathlib.Path, name: str) -> bool:
+    """True when shard ``name`` was lifted by an earlier run (meta file, and parquet if rows)."""
+    meta = out / META_DIR / f"{name}.json"
+    if not meta.exists():
+        return False
+    try:
+        rows = json.loads(meta.read_text())["rows"]
+    except (ValueError, KeyError):
+        return False
+    return rows == 0 or (out / f"{name}.parquet").exists()
+
+
+def summarize(out: pathlib.Path, jobs: Sequence[ShardJob]) -> dict:
+    """Totals, per-split counts and the problem lists over the meta files of ``jobs``."""
+    metas = [json.loads((out / META_DIR / f"{j.name}.json").read_text()) for j in jobs]
+    total = {k: sum(m[k] for m in metas) for k in ("images", "rows", "points_sum")}
+    lists = {k: [x for m in metas for x in m[k]]
+             for k in ("bad", "no_mask", "rejected", "padded", "estimated")}
+    per_split: dict[str, dict] = {}
+    for m in metas:
+        s = per_split.setdefault(m["split"], {"images": 0, "rows": 0, "shards": 0})
+        s["images"] += m["images"]
+        s["rows"] += m["rows"]
+        s["shards"] += 1
+    rows = [m for m in metas if m["rows"]]
+    return {
+        "shards": len(metas), "images": total["images"], "rows": total["rows"],
+        "counts": {k: len(v) for k, v in lists.items()}, **lists, "splits": per_split,
+        "points_min": min((m["points_min"] for m in rows), default=0),
+        "points_max": max((m["points_max"] for m in rows), default=0),
+        "points_mean": total["points_sum"] / total["rows"] if total["rows"] else 0.0,
+    }
+
+
+def log_problems(summary: dict) -> None:
+    """One warning line per kind of problem image, with the first few paths."""
+    what = {"bad": "unreadable image(s)", "no_mask": "image(s) without a mask (skipped)",
+            "rejected": "cloud(s) with too few points (rejected)",
+            "padded": "cloud(s) padded by repetition to min_points",
+            "estimated": "mask(s) estimated by GrabCut (no mask file)"}
+    for key, text in what.items():
+        items = summary[key]
+        if items:
+            first = [x[0] if isinstance(x, list) else x for x in items[:3]]
+            log.warning("lift: %d %s, e.g. %s", len(items), text, ", ".join(first))
+
+
+def save_pictures(cfg: LiftConfig, out: pathlib.Path, jobs: Sequence[ShardJob],
+                  dest: pathlib.Path) -> None:
+    """The first ``cfg.preview`` lifted samples as PNG (input + three views) and PLY."""
+    left = cfg.preview
+    for job in jobs:
+        if left <= 0:
+            break
+        shard = out / f"{job.name}.parquet"
+        if not shard.exists():
+            continue
+        samples = read_shards(shard)
+        for i in range(min(left, len(samples))):
+            path = str(samples.path[i])
+            stem = f"{job.name}_{i:03d}_{pathlib.Path(path).stem}"
+            try:
+                image, _ = load_sample_image(path, "", cfg)
+            except (ValueError, FileNotFoundError, OSError):
+                image = None
+            save_lift_picture(samples.points[i], image, dest / f"{stem}.png",
+                              title=f"{cfg.mode}: {pathlib.Path(path).name}, "
+                                    f"{len(samples.points[i])} points")
+            export_ply(samples.points[i], dest / f"{stem}.ply")
+            left -= 1
+
+
+def lift_in_process(cfg: LiftConfig, jobs: Sequence[ShardJob]) -> list[dict]:
+    """Lift ``jobs`` here, one after another (the caller's torch threads are left alone)."""
+    lifter = ShardLifter(cfg, set_threads=False)
+    return [lifter.lift_job(j) for j in jobs]
+
+
+def lift_dataset(cfg: LiftConfig, lift_shards: ShardRunner | None = None,
+                 run_dir: bool = True) -> LiftReport:
+    """Lift ``cfg.root`` into shards under ``cfg.out_dir()`` (resuming), then write the summary,
+    and the bad-image list and pictures into ``runs/lift/<name>`` (when ``run_dir``).
+
+    Args:
+        lift_shards: lifts the missing shards; default :func:`lift_in_process`.
+    Raises:
+        ValueError: a mode that needs masks without ``mask_dir``, an unusable reconstructor, an
+            out dir lifted with other settings, or a dataset with no image in ``splits``.
+    """
+    if cfg.mode in MODES_NEEDING_MASK:
+        if not cfg.mask_dir and cfg.missing_mask == "skip":
+            raise ValueError(f"mask_dir: mode {cfg.mode!r} needs foreground masks; set mask_dir "
+                             f"(e.g. the Market-HQ tree next to the Market-1501 one) or "
+                             f"missing_mask=estimate")
+        check_reconstructor(cfg.reconstructor, cfg.checkpoint)  # fail fast, before any worker
+    jobs, read_summary = plan_shards(cfg)
+    if not jobs:
+        raise ValueError(f"root: no image of splits {list(cfg.splits)} in {cfg.root}")
+    out = prepare_out(cfg)
+    pending = [j for j in jobs if not shard_done(out, j.name)]
+    skipped = [j.name for j in jobs if j not in pending]
+    t0 = time.perf_counter()
+    if pending:
+        log.info("lift: %d of %d shards to lift (%d done before)", len(pending), len(jobs),
+                 len(skipped))
+        (lift_shards or lift_in_process)(cfg, pending)
+    seconds = time.perf_counter() - t0
+    summary = summarize(out, jobs)
+    summary.update({"mode": cfg.mode, "out": str(out), "lifted_shards": len(pending),
+                    "skipped_shards": len(skipped), "seconds": round(seconds, 3),
+                    "images_per_second": round(sum(len(j.paths) for j in pending) / seconds, 3)
+                    if pending and seconds > 0 else None,
+                    "read": str(read_summary)})
+    log_problems(summary)
+    _write_json(out / META_DIR / SUMMARY_FILE, summary)
+    final = None
+    if run_dir:
+        with run_directory("lift", cfg.name or None, cfg.runs_root, config=cfg,
+                           overwrite=bool(cfg.name)) as tmp:
+            _write_json(tmp / SUMMARY_FILE, summary)
+            write_bad_list(tmp / BAD_LIST_NAME, [(p, reason) for p, reason in summary["bad"]])
+            if cfg.preview:
+                save_pictures(cfg, out, jobs, tmp / "pictures")
+            final = final_path(tmp)
+    return LiftReport(out, final, summary, [j.name for j in pending], skipped)
