@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["evaluate", "rank_gallery", "extract_features", "METRICS"]
+__all__ = ["evaluate", "rank_gallery", "scale_tta_features", "METRICS"]
 
 logger = logging.getLogger(__name__)
 
@@ -417,13 +417,15 @@ def _batch_inputs(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
-def extract_features(
+def scale_tta_features(
     model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     batches: Iterable[Any],
     tta_scale: float | None = 1.1,
     eps: float = 1e-6,
 ) -> torch.Tensor:
-    """Test-time re-id features, as OG-Net's public test code computes them.
+    """Point-cloud re-id features with OG-Net's scale test-time augmentation, as its public test
+    code computes them (the one feature rule of the re-id engine for points:
+    :func:`mirror3d.engine.reid_train.embed_dataset`).
 
     OG-Net: Zheng et al. 2021, "Parameter-Efficient Person Re-identification in the 3D Space"
     (arXiv:2006.04569; code at github.com/layumi/person-reid-3d).

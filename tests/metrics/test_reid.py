@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mirror3d.metrics.reid import evaluate, extract_features, rank_gallery
+from mirror3d.metrics.reid import evaluate, rank_gallery, scale_tta_features
 
 
 def ranked_gallery(n: int) -> np.ndarray:
@@ -259,7 +259,7 @@ def test_bad_input_raises_value_error_naming_argument(kwargs, name):
 # ------------------------------------------------------------------------------------------
 # test-time features
 # ------------------------------------------------------------------------------------------
-def test_extract_features_sums_scaled_pass_and_normalises():
+def test_scale_tta_features_sums_scaled_pass_and_normalises():
     w = torch.tensor([[1.0, 2.0], [0.5, -1.0], [3.0, 0.0]])  # (3, 2)
 
     def model_fn(xyz, rgb):  # (B, N, 3), (B, N, 3) -> (B, 2)
@@ -268,17 +268,17 @@ def test_extract_features_sums_scaled_pass_and_normalises():
     torch.manual_seed(0)
     xyz, rgb = torch.randn(4, 5, 3), torch.rand(4, 5, 3)
     batches = [(xyz[:3], rgb[:3], "labels ignored"), {"xyz": xyz[3:], "rgb": rgb[3:], "pid": 1}]
-    f = extract_features(model_fn, batches)
+    f = scale_tta_features(model_fn, batches)
     raw = model_fn(xyz, rgb) + model_fn(1.1 * xyz, rgb)
     expected = raw / (raw.norm(dim=1, keepdim=True) + 1e-6)
     torch.testing.assert_close(f, expected)
-    plain = extract_features(model_fn, [(xyz, rgb)], tta_scale=None)
+    plain = scale_tta_features(model_fn, [(xyz, rgb)], tta_scale=None)
     torch.testing.assert_close(plain, model_fn(xyz, rgb) / (model_fn(xyz, rgb).norm(dim=1, keepdim=True) + 1e-6))
     assert not torch.allclose(plain, f)
 
 
-def test_extract_features_rejects_bad_model_output():
+def test_scale_tta_features_rejects_bad_model_output():
     with pytest.raises(ValueError, match="model_fn"):
-        extract_features(lambda x, c: x.sum(), [(torch.ones(2, 3, 3), torch.ones(2, 3, 3))])
+        scale_tta_features(lambda x, c: x.sum(), [(torch.ones(2, 3, 3), torch.ones(2, 3, 3))])
     with pytest.raises(ValueError, match="batches"):
-        extract_features(lambda x, c: x[:, 0], [torch.ones(2, 3, 3)])
+        scale_tta_features(lambda x, c: x[:, 0], [torch.ones(2, 3, 3)])

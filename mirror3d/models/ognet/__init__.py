@@ -1,7 +1,9 @@
-"""mirror3d.models.ognet: OG-Net point-cloud person re-id (reference/ognet.md).
+"""mirror3d.models.ognet: OG-Net point-cloud person re-id (Zheng et al. 2022, "Parameter-Efficient
+Person Re-identification in the 3D Space", IEEE TNNLS) and its 2D baseline, with their losses.
 
-Importing this package registers ``og-net``, ``og-net-small``, ``og-net-deep`` and the 2D
-baseline ``cnn2d-small`` with :mod:`mirror3d.models.registry`.
+Importing this package registers ``og-net``, ``og-net-small``, ``og-net-deep`` (``input_kind
+"points"``) and the 2D baseline ``cnn2d-small`` (``"image"``) with :mod:`mirror3d.models.registry`.
+Training and evaluation loops: :mod:`mirror3d.engine.reid_train`.
 """
 
 from mirror3d.models.ognet.baseline2d import CNN2D, BasicBlock, cnn2d_small
@@ -19,11 +21,12 @@ from mirror3d.models.ognet.layers import (
     init_classifier,
     knn_edge_index,
 )
-from mirror3d.models.ognet.losses import CircleLoss, circle_loss
+from mirror3d.models.ognet.losses import CircleLoss, batch_hard_triplet, circle_loss
 from mirror3d.models.ognet.model import (
     DEFAULT_EDGE_BACKEND,
     OGNet,
     OGNetLayer,
+    PAPER_NUM_POINTS,
     ReIDOutput,
     count_paper_params,
     init_weights,
@@ -54,10 +57,12 @@ __all__ = [
     "OGNetLayer",
     "OmniScaleBranch",
     "OmniScaleModule",
+    "PAPER_NUM_POINTS",
     "PointwiseConv",
     "ReIDOutput",
     "ball_query",
     "ball_query_multiscale",
+    "batch_hard_triplet",
     "batch_norm_last",
     "circle_loss",
     "cnn2d_small",

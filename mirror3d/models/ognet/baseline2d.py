@@ -4,7 +4,8 @@ Input images (B, 3, 128, 64) (H × W, the re-id crop size; other sizes work too)
 3×3 stem (stride 2) -> four stages of two basic blocks (widths 32-64-96-128, strides 1-2-2-2)
 -> [max ; mean] over H×W -> the OG-Net head (Linear no bias -> BatchNorm1d 512 = the re-id
 feature -> Dropout 0.7 -> classifier). Paper-style parameter count without the classifier:
-1,179,616, within 2% of OG-Net-Small's 1,200,829. Registered as ``"cnn2d-small"``.
+1,179,616, within 2% of OG-Net-Small's 1,200,829. Registered as ``"cnn2d-small"``
+(``input_kind="image"``, ``input_size=(64, 128)`` as (W, H); no paper count: not a paper's model).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import nn
 from mirror3d.models.ognet.model import ReIDNetwork, ReIDOutput
 from mirror3d.models.registry import register_model
 
-__all__ = ["BasicBlock", "CNN2D", "cnn2d_small"]
+__all__ = ["BasicBlock", "CNN2D", "INPUT_SIZE", "cnn2d_small"]
 
 
 class BasicBlock(nn.Module):
@@ -113,7 +114,11 @@ class CNN2D(ReIDNetwork):
         return ReIDOutput(logits, feature)
 
 
-@register_model("cnn2d-small")
+#: (W, H) of the re-id crops the baseline is built for (Market-1501's 64x128).
+INPUT_SIZE = (64, 128)
+
+
+@register_model("cnn2d-small", input_kind="image", input_size=INPUT_SIZE)
 def cnn2d_small(num_classes: int = 751, **kwargs) -> CNN2D:
     """2D baseline on 3×128×64 crops, paper-style size close to OG-Net-Small (1,179,616)."""
     return CNN2D(num_classes=num_classes, **kwargs)

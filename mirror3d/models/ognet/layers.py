@@ -1,4 +1,5 @@
-"""OG-Net building blocks (reference/ognet.md §1.2-§1.4).
+"""OG-Net building blocks (Zheng et al. 2022, "Parameter-Efficient Person Re-identification in
+the 3D Space", Sec. III: EdgeConv, omni-scale module, embedding head), as its public code builds them.
 
 Point features are channel-last, ``(B, N, C)``. The reference's 1×1 ``Conv2d`` layers are
 :class:`PointwiseConv` (a ``Linear`` on the last axis: same parameters, same count), and its

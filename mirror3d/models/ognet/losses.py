@@ -1,4 +1,8 @@
-"""Circle loss (Sun et al., CVPR 2020), pair-wise form, as the OG-Net reference trains with it.
+"""The metric-learning losses of the re-id models: circle loss and the batch-hard triplet loss.
+
+Circle loss (Sun et al. 2020, "Circle Loss: A Unified Perspective of Pair Similarity
+Optimization", CVPR) in its pair-wise form, as OG-Net's public code trains with it (Zheng et al.
+2022).
 
 On L2-normalised features, pairs are the upper triangle (i < j) of the batch cosine matrix;
 positive pairs share a label. With margin m and scale γ:
@@ -9,6 +13,10 @@ positive pairs share a label. With margin m and scale γ:
 A batch without a positive pair (or without a negative pair) gives 0 (the reference's
 LSE(∅) = −∞), returned as a zero that still carries a graph, never NaN. The reference trainer
 divides this value by the batch size; this module does not.
+
+Batch-hard triplet loss (Hermans, Beyer & Leibe 2017, "In Defense of the Triplet Loss for Person
+Re-Identification", its "batch hard" variant): per anchor, the farthest positive and the nearest
+negative of the batch, hinged with a margin.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CircleLoss", "circle_loss"]
+__all__ = ["CircleLoss", "batch_hard_triplet", "circle_loss"]
 
 
 def _check(features: torch.Tensor, labels: torch.Tensor) -> None:
@@ -93,3 +101,28 @@ class CircleLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}, gamma={self.gamma}, normalize={self.normalize}"
+
+
+def batch_hard_triplet(features: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
+    """Batch-hard triplet loss on L2-normalised features (Hermans et al. 2017).
+
+    For each anchor with at least one positive and one negative in the batch:
+    ``[max_p d(a, p) − min_n d(a, n) + margin]₊`` with Euclidean ``d``; the mean over those
+    anchors. Returns a zero that still carries a graph when no anchor has both.
+
+    Args:
+        features: (B, D) embeddings (normalised here).
+        labels: (B,) integer identities.
+        margin: the hinge margin.
+    """
+    f = F.normalize(features, dim=1)
+    d = torch.cdist(f, f)
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=f.device)
+    pos = same & ~eye
+    if not pos.any() or same.all():
+        return f.sum() * 0.0
+    hardest_pos = torch.where(pos, d, torch.zeros_like(d)).amax(1)
+    hardest_neg = torch.where(~same, d, torch.full_like(d, float("inf"))).amin(1)
+    valid = pos.any(1) & (~same).any(1)
+    return F.relu(hardest_pos - hardest_neg + margin)[valid].mean()

@@ -1,7 +1,11 @@
-"""OG-Net (Omni-scale Graph Network) for point-cloud person re-id, as the reference code builds it.
+"""OG-Net (Omni-scale Graph Network) for point-cloud person re-id, as the authors' public code builds it.
 
-See ``reference/ognet.md`` §1 (architecture), §1.6 (initialisation) and §2 (parameter counts).
-Registered models (:mod:`mirror3d.models.registry`):
+OG-Net: Zheng, Zheng & Yang 2022, "Parameter-Efficient Person Re-identification in the 3D Space"
+(IEEE TNNLS; arXiv:2006.04569), Sec. III (architecture); initialisation and the released
+variants follow its code (github.com/layumi/person-reid-3d); the parameter counts are the paper's
+(counted with ptflops, see :func:`count_paper_params`). Registered models
+(:mod:`mirror3d.models.registry`, with ``input_kind="points"``, ``input_size=4096`` and the paper
+counts as ``paper_params``):
 
 ==================  ==========================  ====  =====  ================  ==============
 name                feature_dims                k     convs  gated residual    paper params
@@ -41,6 +45,7 @@ __all__ = [
     "DEFAULT_EDGE_BACKEND",
     "OGNet",
     "OGNetLayer",
+    "PAPER_NUM_POINTS",
     "ReIDNetwork",
     "ReIDOutput",
     "count_paper_params",
@@ -224,7 +229,7 @@ class ReIDNetwork(nn.Module):
 
 class OGNet(ReIDNetwork):
     """OG-Net: EdgeConv layers with omni-scale (FPS + multi-radius ball query) downsampling and a
-    re-id head (``reference/ognet.md`` §1).
+    re-id head (Zheng et al. 2022, Sec. III).
 
     Args:
         feature_dims: EdgeConv width of each layer.
@@ -354,22 +359,28 @@ class OGNet(ReIDNetwork):
 
 
 # ---------------------------------------------------------------------------------------------
-# registry entries (snapshot settings, reference/ognet.md §0)
+# registry entries: the settings of the authors' released snapshots (Zheng et al. 2022, code)
+
+#: Points per input cloud of the paper's setting: a 128x64 Market-1501 crop lifted to 8,192
+#: points, half of them kept (the reference loader's ``slim = 0.5``).
+PAPER_NUM_POINTS = 4096
 
 
-@register_model("og-net")
+@register_model("og-net", input_kind="points", input_size=PAPER_NUM_POINTS, paper_params=1_951_734)
 def og_net(num_classes: int = 751, k: int = 20, **kwargs) -> OGNet:
     """OG-Net: widths 64-128-256-512, k = 20 (1,951,734 paper-style parameters)."""
     return OGNet(feature_dims=(64, 128, 256, 512), num_classes=num_classes, k=k, **kwargs)
 
 
-@register_model("og-net-small")
+@register_model("og-net-small", input_kind="points", input_size=PAPER_NUM_POINTS,
+                paper_params=1_200_829)
 def og_net_small(num_classes: int = 751, k: int = 20, **kwargs) -> OGNet:
     """OG-Net-Small: widths 48-96-192-384, k = 20 (1,200,829 paper-style parameters)."""
     return OGNet(feature_dims=(48, 96, 192, 384), num_classes=num_classes, k=k, **kwargs)
 
 
-@register_model("og-net-deep")
+@register_model("og-net-deep", input_kind="points", input_size=PAPER_NUM_POINTS,
+                paper_params=2_470_477)
 def og_net_deep(num_classes: int = 751, k: int = 9, **kwargs) -> OGNet:
     """OG-Net-Deep: widths 48-96-96-192-192-384-384, two EdgeConvs per layer, gated residuals,
     k = 9 (2,470,477 paper-style parameters)."""

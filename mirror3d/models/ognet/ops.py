@@ -2,7 +2,8 @@
 
 All ops are batched PyTorch, follow the input's device and dtype, and return ``torch.long``
 indices. They reproduce the semantics of the CUDA ops of the OG-Net reference
-(``pointnet2_ops``; see ``reference/ognet.md`` §6), which refuse CPU tensors:
+(``pointnet2_ops`` in github.com/layumi/person-reid-3d, after Qi et al. 2017, PointNet++),
+which refuse CPU tensors:
 
 * :func:`farthest_point_sample` starts at index 0, never picks points with ``|p|² <= 1e-3``
   (other than the start), and breaks ties by the lowest index.

@@ -1,11 +1,11 @@
-"""Circle loss against a naive pair loop, and the degenerate batches."""
+"""Circle loss against a naive pair loop, and the degenerate batches; the batch-hard triplet loss."""
 
 import math
 
 import pytest
 import torch
 
-from mirror3d.models.ognet.losses import CircleLoss, circle_loss
+from mirror3d.models.ognet.losses import CircleLoss, batch_hard_triplet, circle_loss
 
 
 def _naive_circle(features, labels, m=0.25, gamma=64.0):
@@ -76,3 +76,21 @@ def test_circle_loss_bad_input():
         circle_loss(bad, torch.tensor([0, 1, 0, 1]))
     with pytest.raises(ValueError, match="margin"):
         CircleLoss(margin=1.5)
+
+
+def test_batch_hard_triplet_by_hand():
+    f = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    y = torch.tensor([0, 0, 1, 1])
+    assert batch_hard_triplet(f, y, 0.3).item() == pytest.approx(0.0)
+    f2 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    # positives orthogonal (d = √2), negatives identical (d = 0): loss = √2 + 0.3
+    assert batch_hard_triplet(f2, y, 0.3).item() == pytest.approx(2 ** 0.5 + 0.3, abs=1e-5)
+    assert batch_hard_triplet(f, torch.tensor([0, 1, 2, 3]), 0.3).item() == 0.0
+
+
+def test_batch_hard_triplet_without_a_triplet_is_zero_with_grad():
+    f = torch.randn(4, 3, requires_grad=True)
+    for y in (torch.tensor([0, 1, 2, 3]), torch.tensor([5, 5, 5, 5])):
+        loss = batch_hard_triplet(f, y, 0.3)
+        assert loss.item() == 0.0 and loss.requires_grad
+        loss.backward()

@@ -8,7 +8,7 @@ import torch
 
 import mirror3d.models.ognet.model as model_mod
 from mirror3d.models.ognet import CNN2D, OGNet, ReIDOutput, count_paper_params
-from mirror3d.models.registry import create_model, list_models
+from mirror3d.models.registry import create_model, list_models, model_info
 
 OGNET_MODELS = list_models(module="mirror3d.models.ognet")
 
@@ -55,9 +55,29 @@ def test_exact_paper_parameter_counts(name, paper, all_params):
     # + the 751-way classifier (512*751 + 751), as the reference's training-time count
     assert count_paper_params(model, include_classifier=True) == paper + 385_263
     # every nn.Parameter outside the classifier: the reference's figure minus its unused
-    # logit_scale scalar (reference/ognet.md §2: 1,951,739 / 1,200,834 / 2,470,499)
+    # logit_scale scalar (the authors' code counts 1,951,739 / 1,200,834 / 2,470,499)
     n_classifier = sum(p.numel() for p in model.get_classifier().parameters())
     assert sum(p.numel() for p in model.parameters()) - n_classifier == all_params
+
+
+@pytest.mark.parametrize("name", OGNET_MODELS)
+def test_registry_metadata_matches_the_models(name):
+    """Each entry's paper count is what the built model counts, and the model takes its declared
+    input kind at its declared default size."""
+    info = model_info(name)
+    model = create_model(name, num_classes=751).eval()
+    if info.paper_params is not None:
+        assert count_paper_params(model) == info.paper_params
+    if info.input_kind == "points":
+        assert not isinstance(model, CNN2D) and info.input_size == 4096
+        xyz, rgb = _inputs(model, b=1, n=info.input_size)
+        with torch.no_grad():
+            assert model(xyz, rgb).feature.shape == (1, 512)
+    else:
+        assert info.input_kind == "image" and isinstance(model, CNN2D)
+        w, h = info.input_size
+        with torch.no_grad():
+            assert model(torch.randn(1, 3, h, w)).feature.shape == (1, 512)
 
 
 def test_structure_point_counts_graphs_and_residuals(monkeypatch):
