@@ -8,7 +8,7 @@ with one torch thread per process (the generator's setting). The machine's load 
 recorded before and after, since other processes may share the CPUs. JSON goes to
 benchmarks/results/bench_synth.json.
 
-    python benchmarks/bench_synth.py [--quick] [--ids 24] [--images-per-id 10]
+    python benchmarks/bench_synth.py [--quick] [--ids 24] [--images_per_id 10]
 """
 
 from __future__ import annotations
@@ -22,12 +22,17 @@ import shutil
 import tempfile
 import time
 
-import torch
+from mirror3d.utils.env import apply_local_env
 
-import mirror3d  # noqa: F401  (local Ray environment)
-from mirror3d.data.synth.cli import SynthConfig, resolved_counts
-from mirror3d.data.synth.writer import file_hashes, generate_dataset
-from mirror3d.utils.env import local_ray_init_kwargs
+apply_local_env()  # first: the local Ray/OpenMP environment, before torch or Ray load
+
+import ray  # noqa: E402
+import torch  # noqa: E402
+
+from mirror3d.data.synth.config import SynthConfig, resolved_counts  # noqa: E402
+from mirror3d.data.synth.writer import file_hashes  # noqa: E402
+from mirror3d.platform.cluster import local_ray_init_kwargs  # noqa: E402
+from mirror3d.platform.synth import generate_dataset  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
@@ -41,16 +46,14 @@ def timed_run(cfg: SynthConfig) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ids", type=int, default=24)
-    ap.add_argument("--images-per-id", type=int, default=10)
+    ap.add_argument("--images_per_id", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="tiny run (smoke check of the script)")
     args = ap.parse_args()
     ids, m, size, shard = args.ids, args.images_per_id, (64, 128), 2
     if args.quick:
         ids, m, size, shard = 4, 3, (32, 64), 1
 
-    import ray
-
-    ray.init(num_cpus=2, **local_ray_init_kwargs())
+    ray.init(**local_ray_init_kwargs(num_cpus=2))
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="bench_synth_"))
     try:
         base = dict(ids=ids, images_per_id=m, image_size=size, shard_size=shard, floor=False,

@@ -4,7 +4,7 @@ per mode and the 2D baseline → evaluation → runs/pipeline/<name>/report.md.
     python jobs/pipeline.py [--smoke] [--name NAME] [--casl.optim.max_minutes 8] ...
     ray job submit --working-dir . -- python jobs/pipeline.py --smoke
 
-Re-running with the same name reuses finished stages (see mirror3d/platform/pipeline.py).
+Re-running with the same name reuses finished stages (see mirror3d/jobs/pipeline.py).
 """
 
 import sys

@@ -5,13 +5,16 @@ camera ids for re-id and full 3D ground truth for reconstruction (the embedded d
 - :mod:`~mirror3d.data.synth.body`: closed primitives assembled into a posable textured mesh.
 - :mod:`~mirror3d.data.synth.textures`: the UV atlas painters and procedural backgrounds.
 - :mod:`~mirror3d.data.synth.scene`: camera ids, views, batched rendering.
-- :mod:`~mirror3d.data.synth.writer`: the on-disk layouts, Ray sharding and resume.
+- :mod:`~mirror3d.data.synth.config`: :class:`SynthConfig`, the dataset's settings.
+- :mod:`~mirror3d.data.synth.writer`: the on-disk layouts, sharding and resume (one process).
 - :mod:`~mirror3d.data.synth.floor`: the raw-pixel re-id floor.
-- ``python -m mirror3d synth`` (:mod:`~mirror3d.data.synth.cli`).
+
+The shards as Ray tasks: :mod:`mirror3d.platform.synth`; the command ``python -m mirror3d synth``:
+:mod:`mirror3d.jobs.synth`.
 """
 
 from mirror3d.data.synth.body import PersonMesh, build_person, build_person_mesh
-from mirror3d.data.synth.cli import SynthConfig
+from mirror3d.data.synth.config import SynthConfig
 from mirror3d.data.synth.floor import raw_pixel_floor
 from mirror3d.data.synth.recipe import POSE_NAMES, PersonRecipe, draw_recipe
 from mirror3d.data.synth.scene import View, camera_rig, render_views

@@ -15,6 +15,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from mirror3d.data.readers.reid import read_market1501
+from mirror3d.metrics.reid import evaluate
+
 __all__ = ["raw_pixel_features", "raw_pixel_floor"]
 
 
@@ -44,9 +47,6 @@ def raw_pixel_floor(root: str | os.PathLike, size: tuple[int, int] = (32, 64),
         dict: rank1, rank5, rank10, map_trapezoid, map_mean_precision (fractions),
         num_queries, num_gallery, num_valid_queries, feature (a description).
     """
-    from mirror3d.data.readers.reid import read_market1501
-    from mirror3d.metrics.reid import evaluate
-
     root = pathlib.Path(root)
     market = root / "Market-1501" if (root / "Market-1501").is_dir() else root
     records, _ = read_market1501(market)

@@ -1,5 +1,6 @@
-"""SynthPeople on disk: the Market-1501 and Market-HQ trees, the 3D ground truth, sharding with
-Ray, and resume.
+"""SynthPeople on disk: the Market-1501 and Market-HQ trees, the 3D ground truth, sharding and
+resume. Everything here runs in one process; :mod:`mirror3d.platform.synth` runs the same shards
+as Ray tasks.
 
 Layout of ``out`` (all paths in the ground truth are relative to it)::
 
@@ -14,8 +15,10 @@ Layout of ``out`` (all paths in the ground truth are relative to it)::
     gt/recipes.jsonl       one recipe per generated person (ids, distractors, junk)
     gt/meshes/RRRR.obj     (+ .mtl + .png) the base-pose mesh of recipe RRRR (= the pid for ids)
     gt/raw_pixel_floor.json  (if computed) nearest neighbour on raw pixels
-    contact_sheet.png  README.txt
-    .synth/                generator state: config.json, shards/NNNNN.{done,parquet,jsonl}
+    contact_sheet.png      the identities x cameras grid (:func:`identity_camera_sheet`)
+    README.txt
+    .synth/                generator state: config.json (the settings, see
+                           :mod:`mirror3d.utils.fingerprint`), shards/NNNNN.{done,parquet,jsonl}
 
 Work units are people: ids 1..N (train: the first ceil(N/2), test: the rest), then distractor
 and junk people with recipe ids N+1, …. A unit depends only on (seed, recipe id) and the
@@ -23,11 +26,13 @@ settings, never on the shard it lands in. Shards (``shard_size`` units) are writ
 ``.synth/tmp/`` and moved into place; a ``.synth/shards/NNNNN.done`` marker listing the files
 is written last. A re-run skips shards whose marker and files exist and rebuilds the merged
 ground truth, contact sheet and README, so the tree comes out byte-identical.
+
+:func:`generate_dataset` takes the function that writes the pending shards: by default
+:func:`write_shards_in_process` (a plain loop); the Ray version passes its own.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -36,16 +41,21 @@ import pathlib
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
+from tqdm import tqdm
 
 from mirror3d.data.masks import mask_name_with_ratio
 from mirror3d.data.synth.body import build_person
-from mirror3d.data.synth.cli import SynthConfig, resolved_counts
+from mirror3d.data.synth.config import SynthConfig, resolved_counts
+from mirror3d.data.synth.floor import raw_pixel_floor
 from mirror3d.data.synth.recipe import POSE_NAMES, PersonRecipe, draw_recipe, identity_rng
 from mirror3d.data.synth.scene import (
     View,
@@ -55,11 +65,16 @@ from mirror3d.data.synth.scene import (
     render_views,
 )
 from mirror3d.render import MeshRenderer
+from mirror3d.render.mesh_io import export_mesh
+from mirror3d.utils.config import config_from_dict, validate_config
+from mirror3d.utils.files import atomic_path, atomic_write
+from mirror3d.utils.fingerprint import check_settings, read_settings, write_settings
 
 __all__ = [
     "GENERATOR_VERSION", "Unit", "plan_units", "plan_shards", "choose_queries", "market_stem",
-    "generate_unit", "write_shard", "generate_dataset", "load_recipes", "read_ground_truth",
-    "view_from_row", "rerender_row", "file_hashes", "gt_schema", "shard_done", "contact_sheet",
+    "generate_unit", "write_shard", "ShardWriter", "write_shards_in_process", "generate_dataset",
+    "load_recipes", "read_ground_truth", "view_from_row", "rerender_row", "file_hashes",
+    "gt_schema", "shard_done", "identity_camera_sheet",
 ]
 
 GENERATOR_VERSION = "synthpeople-1"
@@ -72,8 +87,6 @@ _HQ_SPLITS = {"train": "train_all", "query": "query"}
 
 def gt_schema():
     """The pyarrow schema of ``gt/images.parquet``."""
-    import pyarrow as pa
-
     fields = [
         ("path", pa.string()), ("tree", pa.string()), ("image_key", pa.string()),
         ("mask_path", pa.string()), ("pid", pa.int32()), ("camid", pa.int16()),
@@ -210,8 +223,6 @@ def generate_unit(cfg: SynthConfig, unit: Unit, rig=None, renderer: MeshRenderer
         if hq_mask is not None:
             rows.append({**base, "path": hq_rgb, "tree": "market_hq", "mask_path": hq_mask})
     if mesh_dir is not None:
-        from mirror3d.render.mesh_io import export_mesh
-
         export_mesh(pathlib.Path(mesh_dir) / f"{unit.recipe_id:04d}.obj", mesh.posed(None)[0],
                     mesh.faces, mesh.face_uvs, mesh.texture)
     record = {"recipe_id": unit.recipe_id, "pid": unit.pid, "role": unit.role,
@@ -250,13 +261,6 @@ def shard_done(root: pathlib.Path, k: int) -> bool:
     return all((root / f).is_file() for f in files)
 
 
-def _write_bytes_atomic(path: pathlib.Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def write_shard(cfg: SynthConfig | dict, k: int, units: list[Unit], root: str | os.PathLike,
                 threads: int | None = None) -> dict[str, Any]:
     """Generate shard ``k`` into a temporary directory, move it into ``root``, mark it done.
@@ -264,9 +268,7 @@ def write_shard(cfg: SynthConfig | dict, k: int, units: list[Unit], root: str | 
     Returns:
         dict(shard, units, images, files).
     """
-    if isinstance(cfg, dict):
-        from mirror3d.utils.config import config_from_dict
-
+    if isinstance(cfg, dict):  # from a Ray task: the config travels as a plain dict
         cfg = config_from_dict(SynthConfig, cfg)
     if threads is not None:
         torch.set_num_threads(threads)
@@ -294,24 +296,22 @@ def write_shard(cfg: SynthConfig | dict, k: int, units: list[Unit], root: str | 
             dest = root / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp / rel, dest)
-        _write_bytes_atomic(_marker(root, k), json.dumps(
-            {"shard": k, "units": [u.recipe_id for u in units], "files": rels}, indent=0).encode())
+        atomic_write(_marker(root, k), json.dumps(
+            {"shard": k, "units": [u.recipe_id for u in units], "files": rels}, indent=0))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"shard": k, "units": len(units), "images": n_images, "files": len(rels)}
 
 
 def _write_rows(path: pathlib.Path, rows: list[dict]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(rows, schema=gt_schema())
     pq.write_table(table, path)
 
 
 # ------------------------------------------------------------------------------ the dataset
-def _fingerprint(cfg: SynthConfig) -> dict[str, Any]:
+def _settings(cfg: SynthConfig) -> dict[str, Any]:
+    """What the files depend on (recorded in ``.synth/config.json``; a resume must match it)."""
     n, d, j = resolved_counts(cfg)
     return {"generator": GENERATOR_VERSION, "ids": n, "distractor_ids": d, "junk_ids": j,
             "images_per_id": cfg.images_per_id, "seed": cfg.seed,
@@ -321,7 +321,7 @@ def _fingerprint(cfg: SynthConfig) -> dict[str, Any]:
 
 def _prepare_root(cfg: SynthConfig) -> pathlib.Path:
     root = pathlib.Path(cfg.out)
-    fp = _fingerprint(cfg)
+    settings = _settings(cfg)
     state = _state(root) / "config.json"
     if root.exists() and not root.is_dir():
         raise ValueError(f"out: {root} exists and is not a directory")
@@ -329,77 +329,56 @@ def _prepare_root(cfg: SynthConfig) -> pathlib.Path:
         if not state.is_file():
             raise ValueError(f"out: {root} is not empty and holds no SynthPeople dataset "
                              f"(no {_STATE}/config.json); choose a new or empty directory")
-        try:
-            old = json.loads(state.read_text())
-        except ValueError:
-            old = None
-        if old != fp:
-            diff = ", ".join(f"{k} {old.get(k)!r} (now {v!r})" for k, v in fp.items()
-                             if not isinstance(old, dict) or old.get(k) != v)
+        diff = check_settings(state, settings)
+        if diff:
             raise ValueError(f"out: {root} holds a SynthPeople dataset made with other settings "
-                             f"({diff or 'unreadable config'}); choose another directory or delete it")
-    _write_bytes_atomic(state, (json.dumps(fp, indent=1, sort_keys=True) + "\n").encode())
+                             f"({', '.join(diff)}); choose another directory or delete it")
+    write_settings(state, settings)
     shutil.rmtree(_state(root) / "tmp", ignore_errors=True)  # leftovers of an interrupted run
     return root
 
 
-def _run_shards(cfg: SynthConfig, root: pathlib.Path, shards: list[list[Unit]], todo: list[int]) -> None:
-    from tqdm import tqdm
+#: ``write_shards(cfg, root, shards, todo, advance)``: generate the shards numbered ``todo``
+#: (each with :func:`write_shard`) and call ``advance(n)`` as ``n`` more are finished.
+ShardWriter = Callable[[SynthConfig, pathlib.Path, list[list[Unit]], list[int], Callable[[int], Any]], None]
 
-    bar = tqdm(total=len(shards), initial=len(shards) - len(todo), desc="synth shards",
-               unit="shard", disable=not cfg.progress)
+
+def write_shards_in_process(cfg: SynthConfig, root: pathlib.Path, shards: list[list[Unit]],
+                            todo: list[int], advance: Callable[[int], Any]) -> None:
+    """The plain loop: the pending shards one after another in this process."""
+    # one torch thread, as in each Ray task: the tensors are small, and extra intra-op threads
+    # only add overhead (measured ~2.5x slower with 2 threads on a busy 2-core box)
+    threads = torch.get_num_threads()
     try:
-        if cfg.no_ray:
-            # one torch thread, as in each Ray task: the tensors are small, and extra intra-op
-            # threads only add overhead (measured ~2.5x slower with 2 threads on a busy 2-core box)
-            threads = torch.get_num_threads()
-            try:
-                for k in todo:
-                    write_shard(cfg, k, shards[k], root, threads=1)
-                    bar.update(1)
-            finally:
-                torch.set_num_threads(threads)
-            return
-        import ray
-
-        from mirror3d.utils.env import local_ray_init_kwargs
-
-        started = False
-        if not ray.is_initialized():
-            ray.init(num_cpus=cfg.workers, **local_ray_init_kwargs())
-            started = True
-        try:
-            task = ray.remote(num_cpus=1)(write_shard)
-            cfg_dict = dataclasses.asdict(cfg)
-            queue, pending = list(todo), []
-            while queue or pending:
-                while queue and len(pending) < cfg.workers:
-                    k = queue.pop(0)
-                    pending.append(task.remote(cfg_dict, k, shards[k], str(root), 1))
-                done, pending = ray.wait(pending, num_returns=1)
-                ray.get(done)
-                bar.update(len(done))
-        finally:
-            if started:
-                ray.shutdown()
+        for k in todo:
+            write_shard(cfg, k, shards[k], root, threads=1)
+            advance(1)
     finally:
-        bar.close()
+        torch.set_num_threads(threads)
 
 
-def generate_dataset(cfg: SynthConfig) -> dict[str, Any]:
+def generate_dataset(cfg: SynthConfig,
+                     write_shards: ShardWriter = write_shards_in_process) -> dict[str, Any]:
     """Generate (or resume) the dataset described by ``cfg`` into ``cfg.out``.
 
+    Args:
+        write_shards: what generates the pending shards (:data:`ShardWriter`); by default a
+            plain loop in this process, whatever ``cfg.no_ray`` says (Ray:
+            :func:`mirror3d.platform.synth.generate_dataset`).
     Returns:
         summary dict: out, seconds, shards, shards_generated, counts, floor (or None).
     """
-    from mirror3d.utils.config import validate_config
-
     cfg = validate_config(cfg)
     t0 = time.perf_counter()
     root = _prepare_root(cfg)
     shards = plan_shards(plan_units(cfg), cfg.shard_size)
     todo = [k for k in range(len(shards)) if not shard_done(root, k)]
-    _run_shards(cfg, root, shards, todo)
+    bar = tqdm(total=len(shards), initial=len(shards) - len(todo), desc="synth shards",
+               unit="shard", disable=not cfg.progress)
+    try:
+        write_shards(cfg, root, shards, todo, bar.update)
+    finally:
+        bar.close()
     missing = [k for k in range(len(shards)) if not shard_done(root, k)]
     if missing:
         raise RuntimeError(f"synth: shards {missing[:5]} did not finish")
@@ -407,31 +386,24 @@ def generate_dataset(cfg: SynthConfig) -> dict[str, Any]:
     counts = _counts(table, root)
     floor = None
     if cfg.floor:
-        from mirror3d.data.synth.floor import raw_pixel_floor
-
         floor = raw_pixel_floor(root)
-        _write_bytes_atomic(root / "gt" / "raw_pixel_floor.json",
-                            (json.dumps(floor, indent=1, sort_keys=True) + "\n").encode())
-    contact_sheet(root, table, cfg.cameras)
-    _write_bytes_atomic(root / "README.txt", _readme(cfg, counts, floor).encode())
+        atomic_write(root / "gt" / "raw_pixel_floor.json",
+                     json.dumps(floor, indent=1, sort_keys=True) + "\n")
+    identity_camera_sheet(root, table, cfg.cameras)
+    atomic_write(root / "README.txt", _readme(cfg, counts, floor))
     return {"out": str(root), "seconds": time.perf_counter() - t0, "shards": len(shards),
             "shards_generated": len(todo), "counts": counts, "floor": floor}
 
 
 def _assemble(root: pathlib.Path, n_shards: int):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     shard_dir = _state(root) / "shards"
     tables = [pq.read_table(shard_dir / f"{k:05d}.parquet") for k in range(n_shards)]
     table = pa.concat_tables(tables).cast(gt_schema())
     gt = root / "gt"
-    gt.mkdir(parents=True, exist_ok=True)
-    tmp = gt / f".images.parquet.{uuid.uuid4().hex[:6]}.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, gt / "images.parquet")
+    with atomic_path(gt / "images.parquet") as tmp:
+        pq.write_table(table, tmp)
     lines = "".join((shard_dir / f"{k:05d}.jsonl").read_text() for k in range(n_shards))
-    _write_bytes_atomic(gt / "recipes.jsonl", lines.encode())
+    atomic_write(gt / "recipes.jsonl", lines)
     return table
 
 
@@ -457,7 +429,8 @@ def _counts(table, root: pathlib.Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ pictures, README
-def contact_sheet(root: pathlib.Path, table, cameras: int, max_ids: int = 8, scale: int = 2) -> pathlib.Path:
+def identity_camera_sheet(root: pathlib.Path, table, cameras: int, max_ids: int = 8,
+                          scale: int = 2) -> pathlib.Path:
     """A grid: up to ``max_ids`` identities (rows, train then test) × camera ids (columns), the
     first image of each (id, camera); empty cells are light grey. Written to contact_sheet.png."""
     t = table.to_pydict()
@@ -478,8 +451,6 @@ def contact_sheet(root: pathlib.Path, table, cameras: int, max_ids: int = 8, sca
     pad, label_h = 4, 14
     sheet = Image.new("RGB", (cameras * (w + pad) + pad, len(pids) * (h + pad) + pad + label_h),
                       (255, 255, 255))
-    from PIL import ImageDraw
-
     draw = ImageDraw.Draw(sheet)
     for c in range(cameras):
         draw.text((pad + c * (w + pad) + 2, 1), f"c{c + 1}", fill=(0, 0, 0))
@@ -492,10 +463,9 @@ def contact_sheet(root: pathlib.Path, table, cameras: int, max_ids: int = 8, sca
             else:
                 img = Image.open(root / path).convert("RGB").resize((w, h), Image.NEAREST)
                 sheet.paste(img, (x, y))
-    buf = io.BytesIO()
-    sheet.save(buf, format="PNG")
     out = root / "contact_sheet.png"
-    _write_bytes_atomic(out, buf.getvalue())
+    with atomic_path(out) as tmp:
+        sheet.save(tmp, format="PNG")
     return out
 
 
@@ -516,7 +486,7 @@ def _readme(cfg: SynthConfig, counts: dict[str, int], floor: dict | None) -> str
 =====================================================================
 
 Generated by mirror3d:
-  python -m mirror3d synth --ids {n} --images-per-id {cfg.images_per_id} --seed {cfg.seed} \\
+  python -m mirror3d synth --ids {n} --images_per_id {cfg.images_per_id} --seed {cfg.seed} \\
       --image_size {w},{h} --cameras {cfg.cameras} --distractor_ids {d} --junk_ids {j} --out <dir>
 The same settings always give the same files (per-person random streams seeded from
 (seed, recipe id); the shard size, the number of workers and Ray or not do not matter).
@@ -589,8 +559,6 @@ def load_recipes(root: str | os.PathLike) -> dict[int, PersonRecipe]:
 
 def read_ground_truth(root: str | os.PathLike):
     """``gt/images.parquet`` as a pyarrow Table."""
-    import pyarrow.parquet as pq
-
     path = pathlib.Path(root) / "gt" / "images.parquet"
     if not path.is_file():
         raise FileNotFoundError(f"no SynthPeople ground truth at {path}")
@@ -613,7 +581,9 @@ def rerender_row(root: str | os.PathLike, row: dict[str, Any]) -> tuple[np.ndarr
         rgb (H, W, 3) uint8 and mask (H, W) bool, identical to the written PNGs.
     """
     root = pathlib.Path(root)
-    fp = json.loads((_state(root) / "config.json").read_text())
+    fp = read_settings(_state(root) / "config.json")
+    if fp is None:
+        raise FileNotFoundError(f"no SynthPeople settings at {_state(root) / 'config.json'}")
     recipe = load_recipes(root)[int(row["recipe_id"])]
     rig = camera_rig(int(fp["cameras"]), int(fp["seed"]))
     w, h = fp["image_size"]

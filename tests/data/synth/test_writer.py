@@ -1,11 +1,14 @@
 """SynthPeople on disk: real layouts (read back with the readers), ground truth, re-rendering,
-determinism across sharding / Ray, resume, bad arguments."""
+determinism across sharding, resume, bad arguments (all in one process; the Ray tasks:
+tests/platform/test_synth.py)."""
 
 from __future__ import annotations
 
 import json
 import re
 import shutil
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -13,12 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mirror3d.utils.config import ConfigError
 from mirror3d.data.masks import ratio_from_filename
 from mirror3d.data.readers.recon import read_market_hq
 from mirror3d.data.readers.reid import read_market1501
 from mirror3d.data.synth.body import build_person_mesh
-from mirror3d.data.synth.cli import SynthConfig
+from mirror3d.data.synth.config import SynthConfig
 from mirror3d.data.synth.writer import (
     choose_queries,
     file_hashes,
@@ -29,15 +31,18 @@ from mirror3d.data.synth.writer import (
     plan_units,
     read_ground_truth,
     rerender_row,
+    write_shards_in_process,
 )
 from mirror3d.render.mesh_io import load_mesh
+from mirror3d.utils.config import ConfigError
+from mirror3d.utils.fingerprint import read_settings
 
 IDS, M = 4, 3
 
 
 def _cfg(out, **kw) -> SynthConfig:
     base = dict(out=str(out), ids=IDS, images_per_id=M, seed=5, image_size=(32, 64), cameras=4,
-                shard_size=2, no_ray=True, floor=False, progress=False)
+                shard_size=2, floor=False, progress=False)
     return SynthConfig(**{**base, **kw})
 
 
@@ -152,7 +157,7 @@ def test_meshes_are_the_rest_pose_of_the_recipes(dataset):
     np.testing.assert_array_equal(loaded.texture.numpy(), tex.numpy())
 
 
-def test_contact_sheet_and_readme(dataset):
+def test_identity_camera_sheet_and_readme(dataset):
     out, summary = dataset
     sheet = Image.open(out / "contact_sheet.png")
     assert sheet.size[0] > 4 * 64 and sheet.size[1] > IDS * 128  # 4 cameras x 4 ids, at 2x
@@ -161,12 +166,28 @@ def test_contact_sheet_and_readme(dataset):
 
 
 # ------------------------------------------------------------------------------ determinism, resume
-def test_ray_shards_give_the_same_files(dataset, ray_session, tmp_path):
+def test_the_core_never_loads_ray():
+    code = ("import sys, mirror3d.data.synth, mirror3d.data.synth.writer; "
+            "print('ray' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "False", res.stderr
+
+
+def test_other_shard_writers_give_the_same_files(dataset, tmp_path):
+    """The files do not depend on the shard size nor on who writes the shards (the order)."""
     out, _ = dataset
-    other = tmp_path / "ray"
-    summary = generate_dataset(_cfg(other, no_ray=False, workers=2, shard_size=4))
-    assert summary["shards"] == 2 and summary["shards_generated"] == 2
+    calls = []
+
+    def backwards(cfg, root, shards, todo, advance):
+        calls.append(list(todo))
+        write_shards_in_process(cfg, root, shards, todo[::-1], advance)
+
+    other = tmp_path / "other"
+    summary = generate_dataset(_cfg(other, shard_size=4), write_shards=backwards)
+    assert calls == [[0, 1]] and summary["shards"] == 2 and summary["shards_generated"] == 2
     assert file_hashes(other) == file_hashes(out)
+    # the recorded settings are the ones a resume compares with (shard size included)
+    assert read_settings(other / ".synth" / "config.json")["shard_size"] == 4
 
 
 def test_rerun_and_partial_resume_leave_identical_files(dataset, tmp_path):

@@ -1,9 +1,10 @@
-"""``report.md`` / ``report.json`` of the main job (:mod:`mirror3d.platform.pipeline`).
+"""``report.md`` / ``report.json`` of the main job (:mod:`mirror3d.jobs.pipeline`).
 
 Sections: stages and wall times, the CASL metrics (eval-casl's tables), lifting counts, the re-id
 table (R1, R5, mAP per input mode and the 2D baseline, parameter counts, epochs reached in the
 budget), and the pictures linked relative to the report (turntables, lifted clouds, ranked
-lists). Everything in it is read from the stages' results; nothing is typed in by hand.
+lists). Everything in it is read from the stages' results; nothing is typed in by hand. Pure:
+it reads result dicts and writes two files (no training, no Ray).
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import json
 import os
 import pathlib
 from typing import Any
+
+from mirror3d.engine.casl_eval import markdown_report
+from mirror3d.utils.files import atomic_write
 
 __all__ = ["write_report", "reid_rows"]
 
@@ -48,8 +52,6 @@ def _row(r: dict) -> dict:
 
 
 def _casl_section(eval_casl: dict, casl: dict, base: pathlib.Path) -> list[str]:
-    from mirror3d.models.casl.evaluate import markdown_report
-
     m = eval_casl["metrics"]
     s = casl["summary"]
     # eval-casl's own document without its title and picture list (linked below instead)
@@ -138,7 +140,7 @@ def write_report(run_dir: pathlib.Path, cfg, records: dict, synth: dict, casl: d
     rows = reid_rows(reids, baseline, cfg.reid.model.name, cfg.baseline)
     stage_seconds = sum(r.seconds for r in records.values())
     lines = [
-        f"# mirror3d pipeline: {cfg.name}{' (smoke sizes)' if cfg.smoke else ''}", "",
+        f"# mirror3d pipeline: {cfg.name}{f' ({cfg.title_note})' if cfg.title_note else ''}", "",
         f"SynthPeople → CASL → lifting ({', '.join(cfg.modes)}) → {cfg.reid.model.name} per mode"
         + (f" and the 2D baseline {cfg.baseline}" if cfg.baseline else "") + " → evaluation. "
         f"Python {machine['python']}, {machine['cpus']} CPUs ({machine['machine']}). "
@@ -156,12 +158,9 @@ def write_report(run_dir: pathlib.Path, cfg, records: dict, synth: dict, casl: d
     lines += _lift_section(lifts, run_dir)
     lines += _reid_section(rows, run_dir, cfg.reid.optim.max_minutes)
     text = "\n".join(lines).rstrip() + "\n"
-    md = run_dir / "report.md"
-    tmp = md.with_suffix(".md.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, md)
+    md = atomic_write(run_dir / "report.md", text)
     data: dict[str, Any] = {
-        "name": cfg.name, "smoke": cfg.smoke, "machine": machine,
+        "name": cfg.name, "title_note": cfg.title_note, "machine": machine,
         "stages": {k: {"seconds": r.seconds, "reused": r.reused} for k, r in records.items()},
         "total_stage_seconds": stage_seconds, "invocation_seconds": total_seconds,
         "synth": synth, "casl": {"summary": casl["summary"], "params": casl["params"],
@@ -169,5 +168,5 @@ def write_report(run_dir: pathlib.Path, cfg, records: dict, synth: dict, casl: d
         "casl_eval": {k: eval_casl["metrics"].get(k) for k in
                       ("mask_iou_pct", "ssim_pct", "fd", "synthpeople")},
         "lift": {m: r["summary"] for m, r in lifts.items()}, "reid": rows}
-    (run_dir / "report.json").write_text(json.dumps(data, indent=2, default=str))
+    atomic_write(run_dir / "report.json", json.dumps(data, indent=2, default=str))
     return md

@@ -1,8 +1,8 @@
-"""The main job (jobs/pipeline.py): the --smoke pipeline end to end, stage reuse and resume."""
+"""The main job (mirror3d/jobs/pipeline.py, jobs/pipeline.py): presets composed from the stage
+jobs' presets, the --smoke pipeline end to end, stage reuse and resume."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import re
@@ -10,30 +10,79 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
-from mirror3d.utils.config import load_config, update_config
-from mirror3d.platform.pipeline import (PipelineCommand, PipelineConfig, run_pipeline,
-                                        smoke_overrides)
+from mirror3d.cli import main
+from mirror3d.jobs import PRESETS_DIR, resolve_config
+from mirror3d.jobs.pipeline import PipelineConfig, resolve_run_dir, run_pipeline
+from mirror3d.utils.config import ConfigError, flatten_config, update_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 STAGES = ["synth", "casl", "eval-casl", "lift:flat", "lift:casl-visible", "lift:casl-visible+bg",
           "reid:flat", "reid:casl-visible", "reid:casl-visible+bg", "reid:baseline"]
 
 
-def _parse(argv):
-    parser = argparse.ArgumentParser()
-    PipelineCommand.add_arguments(parser)
-    return PipelineCommand.config(parser.parse_args(argv))
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
 
 
-def test_smoke_presets_sit_below_user_options():
-    cfg = _parse(["--smoke", "--reid.optim.epochs", "3", "--name", "x"])
-    assert cfg.smoke and cfg.name == "x"
+def test_default_preset_is_the_config_defaults():
+    assert resolve_config("pipeline") == PipelineConfig()
+
+
+def test_smoke_preset_composes_the_stage_jobs_smoke_presets():
+    preset = yaml.safe_load((PRESETS_DIR / "pipeline" / "smoke.yaml").read_text())
+    compose = preset.pop("compose")
+    assert compose == {"synth": "synth", "casl": "train-casl", "lift": "lift", "reid": "train-reid"}
+    own = _flat(preset)
+    cfg = resolve_config("pipeline", "smoke")
+    values = flatten_config(cfg)
+    for section, job in compose.items():
+        # every key of the stage's smoke preset holds, unless the pipeline's preset sets it
+        stage = _flat(yaml.safe_load((PRESETS_DIR / job / "smoke.yaml").read_text()) or {})
+        assert stage, job
+        for key, value in stage.items():
+            key = f"{section}.{key}"
+            expected = own.get(key, value)
+            got = values[key]
+            assert (list(got) if isinstance(got, tuple) else got) == expected, key
+    # no key is copied: the pipeline's preset only sets what differs from the stage's preset
+    for key, value in own.items():
+        section, _, rest = key.partition(".")
+        if section in compose:
+            stage = _flat(yaml.safe_load((PRESETS_DIR / compose[section] / "smoke.yaml").read_text()))
+            assert stage.get(rest, object()) != value, f"{key} copies the {compose[section]} preset"
+
+
+def test_smoke_presets_sit_below_user_options(capsys):
+    cfg = resolve_config("pipeline", "smoke", overrides=["--reid.optim.epochs", "3", "--name", "x"])
+    assert cfg.name == "x" and cfg.title_note
     assert cfg.reid.optim.epochs == 3  # the user's option wins
-    assert cfg.casl.optim.epochs == smoke_overrides()["casl.optim.epochs"]
-    assert cfg.synth.ids == smoke_overrides()["synth.ids"]
-    full = _parse([])
-    assert not full.smoke and full.synth.ids == 200 and full.casl.optim.max_minutes > 0
+    stage = resolve_config("train-casl", "smoke")
+    assert cfg.casl.optim.epochs == stage.optim.epochs and cfg.synth.ids == resolve_config("synth", "smoke").ids
+    full = resolve_config("pipeline")
+    assert full.synth.ids == 200 and full.casl.optim.max_minutes > 0 and not full.title_note
+    # the CLI shows the same
+    assert main(["config", "show", "pipeline", "--smoke", "--reid.optim.epochs", "3"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["reid"]["optim"]["epochs"] == 3 and shown["synth"]["ids"] == cfg.synth.ids
+
+
+def test_run_dir_placeholder_and_mode_checks(tmp_path):
+    cfg = update_config(PipelineConfig(), {"out_dir": str(tmp_path), "name": "r",
+                                           "synth.out": "{run_dir}/synthpeople"})
+    resolved, run_dir = resolve_run_dir(cfg)
+    assert run_dir == (tmp_path / "r").resolve()
+    assert resolved.synth.out == str(run_dir / "synthpeople")
+    assert resolve_run_dir(PipelineConfig())[0].synth.out == str(pathlib.Path("data/synthpeople").resolve())
+    with pytest.raises(ConfigError, match="modes"):
+        update_config(PipelineConfig(), {"modes": (), "baseline": ""})
 
 
 def test_bad_config_value_is_one_clear_line():
@@ -51,18 +100,17 @@ def _links(md: str) -> list[str]:
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, ray_session):
     out = tmp_path_factory.mktemp("pipeline")
-    cfg = load_config(PipelineConfig, None, [f"--{k}={v}" if not isinstance(v, tuple) else
-                                             f"--{k}={','.join(map(str, v))}"
-                                             for k, v in smoke_overrides().items()])
-    cfg = update_config(cfg, {"out_dir": str(out), "name": "smoke"})
+    cfg = resolve_config("pipeline", "smoke", overrides=[f"--out_dir={out}", "--name=smoke"])
     return cfg, run_pipeline(cfg)
 
 
 def test_smoke_pipeline_writes_the_report(smoke_run):
     cfg, res = smoke_run
     assert list(res.stages) == STAGES
+    assert pathlib.Path(res.stages["synth"].result["root"]) == res.run_dir / "synthpeople"
     assert not any(r.reused for r in res.stages.values())
     md = res.report.read_text()
+    assert md.startswith("# mirror3d pipeline: smoke (smoke sizes)\n")
     for heading in ("## Stages", "## CASL reconstruction", "## Lifting", "## Re-identification"):
         assert heading in md
     # every link and picture in the report resolves, relative to the report

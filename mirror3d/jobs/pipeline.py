@@ -1,7 +1,12 @@
-"""The main job behind ``make run``: SynthPeople → CASL → lifting (3 modes) → OG-Net per mode and
-the 2D baseline → evaluation → ``runs/pipeline/<name>/report.md``.
+"""Job ``pipeline``, the main job behind ``make run``: SynthPeople → CASL → lifting (3 modes) →
+OG-Net per mode and the 2D baseline → evaluation → ``runs/pipeline/<name>/report.md``.
 
-Stages, in order (each a function of the config and the stages before it)::
+    python -m mirror3d pipeline [--smoke] [--name NAME] [--casl.optim.max_minutes 8] ...
+    python jobs/pipeline.py --smoke                   # the same (make run = jobs/pipeline.py)
+    python -m mirror3d config show pipeline --smoke   # what a run would use
+
+Stages, in order (each a function of the config and the stages before it; docs/architecture.md,
+"How make run flows")::
 
     synth            SynthPeople (data/synthpeople by default; resumes by shard)
     casl             CASL, quick budget (casl.optim.max_minutes)       → <run>/casl
@@ -9,23 +14,26 @@ Stages, in order (each a function of the config and the stages before it)::
     lift:<mode>      Ray Data lifting of the Market-1501 tree          → <run>/lifted/<mode>
     reid:<mode>      OG-Net-Small on the mode's shards (same budget)   → <run>/reid/<mode>
     reid:baseline    the 2D baseline on the images (same budget)      → <run>/reid/baseline
-    report           report.md + report.json
+    report           report.md + report.json (:mod:`mirror3d.jobs.pipeline_report`)
+
+The sections ``synth``, ``casl``, ``lift`` and ``reid`` are the stand-alone jobs' configs (synth,
+train-casl, lift, train-reid); the presets in ``configs/pipeline/`` compose those jobs' presets
+of the same name (``compose:``) and add only what differs. The pipeline sets the paths (data
+roots, output dirs, checkpoints) itself; ``{run_dir}`` in ``synth.out`` stands for the run
+directory (the smoke preset generates its own small dataset there).
 
 Every finished stage writes ``stages/<stage>.json`` holding a fingerprint of its settings and of
-the stages it depends on, its wall time and its result. A re-run reuses a stage whose
-fingerprint still matches and whose outputs exist, so after a crash the job resumes at the
-failed stage (the trainers resume from their newest checkpoint, lifting from its finished
-shards; a resumed trainer's ``max_minutes`` budget starts afresh). A stage whose settings
-changed is run afresh, and so is every stage that depends on it; independent stages are kept.
-
-Python: ``run_pipeline(PipelineConfig(...)) -> PipelineResult``; CLI: ``jobs/pipeline.py
-[--smoke] [--name NAME] [--casl.optim.max_minutes 8] ...``.
+the stages it depends on (:func:`mirror3d.utils.fingerprint.fingerprint`), its wall time and its
+result. A re-run reuses a stage whose fingerprint still matches and whose outputs exist, so after
+a crash the job resumes at the failed stage (the trainers resume from their newest checkpoint,
+lifting from its finished shards; a resumed trainer's ``max_minutes`` budget starts afresh). A
+stage whose settings changed is run afresh, and so is every stage that depends on it;
+independent stages are kept.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
@@ -36,18 +44,33 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from mirror3d.utils.config import config_to_dict, save_config, update_config
-from mirror3d.data.synth.cli import SynthConfig
-from mirror3d.lifting.pipeline import LiftConfig
-from mirror3d.platform.casl_trainer import CaslTrainConfig
-from mirror3d.platform.reid_trainer import ReidTrainConfig
+from mirror3d.data.synth.config import SynthConfig
+from mirror3d.engine.casl_eval import EvalCaslOptions, evaluate_casl
+from mirror3d.engine.casl_train import CaslTrainConfig
+from mirror3d.engine.reid_train import ReidTrainConfig, load_reid_model
+from mirror3d.jobs.pipeline_report import write_report
+from mirror3d.lifting.config import LiftConfig
+from mirror3d.models.casl import load_casl
+from mirror3d.models.ognet.model import count_paper_params
+from mirror3d.platform.casl import train_casl
+from mirror3d.platform.cluster import ensure_ray
+from mirror3d.platform.lifting import run_lift
+from mirror3d.platform.reid import train_reid
+from mirror3d.platform.synth import generate_dataset
+from mirror3d.utils.checkpoint import latest_checkpoint
+from mirror3d.utils.config import ConfigError, config_to_dict, save_config, update_config
+from mirror3d.utils.files import atomic_write
+from mirror3d.utils.fingerprint import fingerprint
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PipelineConfig", "PipelineResult", "run_pipeline", "smoke_overrides",
-           "PipelineCommand"]
+__all__ = ["CONFIG", "MODES", "RUN_DIR_PLACEHOLDER", "PipelineConfig", "PipelineResult",
+           "StageRecord", "resolve_run_dir", "run", "run_pipeline"]
 
 MODES = ("flat", "casl-visible", "casl-visible+bg")
+
+#: The placeholder of ``synth.out`` that stands for the run directory.
+RUN_DIR_PLACEHOLDER = "{run_dir}"
 
 
 def _casl_default() -> CaslTrainConfig:
@@ -74,8 +97,8 @@ class PipelineConfig:
 
     name: str = field(default="default", metadata={"help": "run name under out_dir"})
     out_dir: str = field(default="runs/pipeline", metadata={"help": "job directory"})
-    smoke: bool = field(default=False, metadata={
-        "help": "tiny sizes everywhere (a few minutes; the test suite runs it)"})
+    title_note: str = field(default="", metadata={
+        "help": "shown in brackets after the run name in report.md's title (e.g. 'smoke sizes')"})
     modes: tuple[str, ...] = field(default=MODES, metadata={
         "choices": list(MODES), "help": "lifting modes, each trained with reid.model.name"})
     baseline: str = field(default="cnn2d-small", metadata={
@@ -84,35 +107,27 @@ class PipelineConfig:
         "range": (0, None), "help": "eval-casl: held-out images (0 = all)"})
     eval_samples: int = field(default=4, metadata={
         "range": (0, 100), "help": "eval-casl: samples drawn (turntables, meshes)"})
+    eval_chamfer_points: int = field(default=10000, metadata={
+        "range": (1, None), "help": "eval-casl: surface samples per mesh for the Chamfer distance"})
     synth: SynthConfig = field(default_factory=SynthConfig)
     casl: CaslTrainConfig = field(default_factory=_casl_default)
     lift: LiftConfig = field(default_factory=_lift_default)
     reid: ReidTrainConfig = field(default_factory=_reid_default)
 
+    def validate(self) -> None:
+        if not self.modes and not self.baseline:
+            raise ConfigError("modes: expected at least one lifting mode or a baseline")
 
-def smoke_overrides() -> dict[str, Any]:
-    """The tiny sizes of ``--smoke`` (applied before the user's own overrides)."""
-    return {
-        "smoke": True,
-        "synth.ids": 8, "synth.images_per_id": 6, "synth.distractor_ids": 1, "synth.junk_ids": 1,
-        "synth.cameras": 3, "synth.floor": False, "synth.progress": False,
-        "casl.optim.max_minutes": 0.0, "casl.optim.epochs": 2, "casl.optim.batch_size": 4,
-        "casl.optim.checkpoint_every": 1, "casl.data.image_size": (32, 64),
-        "casl.data.max_train": 16, "casl.data.max_test": 8, "casl.loss.warm_epochs": 1.0,
-        "casl.prototype.every": 1,
-        "eval_images": 6, "eval_samples": 2,
-        "lift.num_points": 512, "lift.min_points": 256, "lift.shard_size": 32, "lift.actors": 1,
-        "lift.preview": 1, "lift.progress": False,
-        "reid.optim.max_minutes": 0.0, "reid.optim.epochs": 2, "reid.optim.batch_size": 8,
-        "reid.optim.instances": 2, "reid.optim.warm_epochs": 1, "reid.optim.checkpoint_every": 1,
-        "reid.data.num_points": 256, "reid.model.init_points": 64, "reid.model.k": 8,
-        "reid.eval_batch_size": 16, "reid.ranked_queries": 2,
-    }
+
+CONFIG = PipelineConfig
 
 
 # ------------------------------------------------------------------------------ bookkeeping
 @dataclass
 class StageRecord:
+    """One stage of a run: its fingerprint, wall time, result, finish time, and whether this
+    invocation reused it."""
+
     name: str
     fingerprint: str
     seconds: float
@@ -123,14 +138,11 @@ class StageRecord:
 
 @dataclass
 class PipelineResult:
+    """What :func:`run_pipeline` did: the run directory, ``report.md`` and the stages."""
+
     run_dir: pathlib.Path
     report: pathlib.Path
     stages: dict[str, StageRecord]
-
-
-def _fingerprint(*parts: Any) -> str:
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def _slug(mode: str) -> str:
@@ -157,8 +169,8 @@ class _Stages:
             deps: tuple[str, ...] = ()) -> dict:
         """Run (or reuse) stage ``name``. ``fn(resume)`` does the work; ``resume`` is True when an
         earlier attempt with the same fingerprint started and did not finish."""
-        fp = _fingerprint(name, settings,
-                          [(self.records[d].fingerprint, self.records[d].finished) for d in deps])
+        fp = fingerprint(name, settings,
+                         [(self.records[d].fingerprint, self.records[d].finished) for d in deps])
         done = self._file(name)
         if done.exists():
             rec = json.loads(done.read_text())
@@ -172,7 +184,7 @@ class _Stages:
         started = self._file(name, ".started")
         resume = started.exists() and started.read_text().strip() == fp
         done.unlink(missing_ok=True)
-        started.write_text(fp)
+        atomic_write(started, fp)
         print(f"[pipeline] {name}: {'resuming' if resume else 'running'}", flush=True)
         t0 = time.perf_counter()
         result = fn(resume)
@@ -180,9 +192,7 @@ class _Stages:
         finished = _dt.datetime.now().isoformat(timespec="microseconds")
         rec = {"stage": name, "fingerprint": fp, "seconds": seconds, "result": result,
                "finished": finished}
-        tmp = done.with_suffix(".tmp")
-        tmp.write_text(json.dumps(rec, indent=2, default=str))
-        os.replace(tmp, done)
+        atomic_write(done, json.dumps(rec, indent=2, default=str))
         started.unlink(missing_ok=True)
         self.records[name] = StageRecord(name, fp, seconds, result, finished, False)
         print(f"[pipeline] {name}: done in {seconds / 60:.1f} min", flush=True)
@@ -191,8 +201,6 @@ class _Stages:
 
 # ------------------------------------------------------------------------------ stages
 def _synth_stage(cfg: SynthConfig) -> dict:
-    from mirror3d.data.synth.writer import generate_dataset
-
     s = generate_dataset(cfg)
     return {"root": s["out"], "counts": s["counts"], "floor": s["floor"]}
 
@@ -203,9 +211,6 @@ def _fresh_dir(path: pathlib.Path, resume: bool) -> None:
 
 
 def _casl_stage(cfg: CaslTrainConfig, run_dir: pathlib.Path, synth_root: str, resume: bool) -> dict:
-    from mirror3d.platform.casl_trainer import train_casl
-    from mirror3d.platform.train import latest_checkpoint
-
     out = run_dir / "casl"
     ck = latest_checkpoint(out) if resume and out.exists() else None
     _fresh_dir(out, ck is not None)  # nothing to resume from: start clean
@@ -214,26 +219,18 @@ def _casl_stage(cfg: CaslTrainConfig, run_dir: pathlib.Path, synth_root: str, re
                               "name": "casl", "resume": str(ck) if ck else ""})
     path = train_casl(cfg)
     summary = json.loads((path / "train_summary.json").read_text())
-    from mirror3d.models.casl.inference import load_casl
-
     params = load_casl(path).model.num_parameters()
     return {"run_dir": str(path), "checkpoint": str(path / "model_final.pt"), "summary": summary,
             "params": params, "resumed_from": str(ck) if ck else None}
 
 
-def _eval_casl_stage(casl_dir: str, max_images: int, samples: int, smoke: bool) -> dict:
-    from mirror3d.models.casl.evaluate import EvalCaslOptions, evaluate_casl
-
-    opts = EvalCaslOptions(max_images=max_images, samples=samples,
-                           chamfer_points=1000 if smoke else 10000)
-    m = evaluate_casl(casl_dir, options=opts, progress=True)
+def _eval_casl_stage(casl_dir: str, options: EvalCaslOptions) -> dict:
+    m = evaluate_casl(casl_dir, options=options, progress=True)
     return {"eval_dir": str(pathlib.Path(casl_dir) / "eval"), "metrics": m}
 
 
 def _lift_stage(cfg: LiftConfig, run_dir: pathlib.Path, synth_root: str, mode: str,
                 checkpoint: str, resume: bool) -> dict:
-    from mirror3d.lifting.pipeline import run_lift
-
     out = run_dir / "lifted" / _slug(mode)
     _fresh_dir(out, resume)
     cfg = update_config(cfg, {
@@ -252,10 +249,6 @@ def _lift_stage(cfg: LiftConfig, run_dir: pathlib.Path, synth_root: str, mode: s
 
 def _reid_stage(cfg: ReidTrainConfig, run_dir: pathlib.Path, name: str, resume: bool,
                 **data: str) -> dict:
-    from mirror3d.models.ognet.model import count_paper_params
-    from mirror3d.platform.reid_trainer import load_reid_model, train_reid
-    from mirror3d.platform.train import latest_checkpoint
-
     out = run_dir / "reid" / name
     ck = latest_checkpoint(out) if resume and out.exists() else None
     _fresh_dir(out, ck is not None)  # nothing to resume from: start clean
@@ -274,24 +267,18 @@ def _reid_stage(cfg: ReidTrainConfig, run_dir: pathlib.Path, name: str, resume: 
             "resumed_from": str(ck) if ck else None}
 
 
-def _resolve(cfg: PipelineConfig) -> tuple[PipelineConfig, pathlib.Path]:
-    if not cfg.modes and not cfg.baseline:
-        raise ValueError("modes: expected at least one lifting mode or a baseline")
-    bad = [m for m in cfg.modes if m not in MODES]
-    if bad:
-        raise ValueError(f"modes: unknown {bad}; expected some of {list(MODES)}")
+def resolve_run_dir(cfg: PipelineConfig) -> tuple[PipelineConfig, pathlib.Path]:
+    """The config with ``{run_dir}`` in ``synth.out`` filled in and the data path absolute, and
+    the run directory."""
     run_dir = (pathlib.Path(cfg.out_dir) / cfg.name).resolve()
-    if cfg.smoke and cfg.synth.out == SynthConfig().out:
-        cfg = update_config(cfg, {"synth.out": str(run_dir / "synthpeople")})
-    cfg = update_config(cfg, {"synth.out": str(pathlib.Path(cfg.synth.out).resolve())})
+    synth_out = cfg.synth.out.replace(RUN_DIR_PLACEHOLDER, str(run_dir))
+    cfg = update_config(cfg, {"synth.out": str(pathlib.Path(synth_out).resolve())})
     return cfg, run_dir
 
 
 def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
     """Run (or resume) the whole job; returns the run directory and the report's path."""
-    from mirror3d.platform.train import ensure_ray
-
-    cfg, run_dir = _resolve(cfg)
+    cfg, run_dir = resolve_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     ensure_ray()
@@ -305,9 +292,10 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
     # CASL always runs: the casl-* modes lift with it and the report shows its metrics
     casl = st.run("casl", plain(cfg.casl), lambda r: _casl_stage(cfg.casl, run_dir, root, r),
                   lambda res: [pathlib.Path(res["checkpoint"])], deps=("synth",))
-    eval_casl = st.run("eval-casl", [cfg.eval_images, cfg.eval_samples],
-                       lambda r: _eval_casl_stage(casl["run_dir"], cfg.eval_images,
-                                                  cfg.eval_samples, cfg.smoke),
+    eval_options = EvalCaslOptions(max_images=cfg.eval_images, samples=cfg.eval_samples,
+                                   chamfer_points=cfg.eval_chamfer_points)
+    eval_casl = st.run("eval-casl", [cfg.eval_images, cfg.eval_samples, cfg.eval_chamfer_points],
+                       lambda r: _eval_casl_stage(casl["run_dir"], eval_options),
                        lambda res: [pathlib.Path(res["eval_dir"]) / "metrics.json"],
                        deps=("casl",))
     lifts, reids = {}, {}
@@ -332,8 +320,6 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
                                                 images=str(pathlib.Path(root) / "Market-1501")),
                           lambda res: [pathlib.Path(res["run_dir"]) / "model_final.pt"],
                           deps=("synth",))
-    from mirror3d.platform.pipeline_report import write_report
-
     report = write_report(run_dir, cfg, st.records, synth, casl, eval_casl, lifts, reids,
                           baseline, time.perf_counter() - t_start,
                           {"python": platform.python_version(), "machine": platform.machine(),
@@ -341,48 +327,11 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
     return PipelineResult(run_dir, report, st.records)
 
 
-# ------------------------------------------------------------------------------ CLI
-class PipelineCommand:
-    """``python -m mirror3d pipeline [--smoke] [--name NAME] [overrides]`` (``jobs/pipeline.py``)."""
-
-    @staticmethod
-    def add_arguments(parser) -> None:
-        from mirror3d.cli import add_config_arguments
-
-        add_config_arguments(parser, PipelineConfig)  # includes --smoke (a config field)
-
-    @staticmethod
-    def config(args) -> PipelineConfig:
-        """The config of parsed ``args``; with ``--smoke`` the smoke presets sit below the
-        user's own options."""
-        from mirror3d.cli import config_from_args
-
-        cfg = config_from_args(PipelineConfig, args)
-        if cfg.smoke:
-            cfg = config_from_args(PipelineConfig, _with_presets(args, smoke_overrides()))
-        return cfg
-
-    @staticmethod
-    def run(args) -> int:
-        res = run_pipeline(PipelineCommand.config(args))
-        print(f"pipeline: report -> {res.report}")
-        text = res.report.read_text()
-        if "\n## Re-identification" in text:
-            reid = text.split("\n## Re-identification", 1)[1].split("\n\n")
-            print("## Re-identification" + "\n\n".join(reid[:4]))
-        return 0
-
-
-def _with_presets(args, presets: dict[str, Any]):
-    """A copy of parsed ``args`` whose unset dotted options take ``presets``."""
-    import copy
-
-    from mirror3d.cli import _CONFIG_PREFIX
-    from mirror3d.utils.config import format_value
-
-    new = copy.copy(args)
-    for key, value in presets.items():
-        dest = _CONFIG_PREFIX + key
-        if getattr(new, dest, None) is None:
-            setattr(new, dest, format_value(value))
-    return new
+def run(cfg: PipelineConfig) -> int:
+    res = run_pipeline(cfg)
+    print(f"pipeline: report -> {res.report}")
+    text = res.report.read_text()
+    if "\n## Re-identification" in text:
+        reid = text.split("\n## Re-identification", 1)[1].split("\n\n")
+        print("## Re-identification" + "\n\n".join(reid[:4]))
+    return 0

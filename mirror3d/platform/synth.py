@@ -1,0 +1,56 @@
+"""SynthPeople generation with Ray: the shards of :mod:`mirror3d.data.synth.writer` as Ray tasks.
+
+Each task runs :func:`~mirror3d.data.synth.writer.write_shard` on one shard with one torch
+thread; at most ``cfg.workers`` tasks run at a time. The files do not depend on how the shards
+were run (a person depends only on the seed and its recipe id), so this writes exactly what the
+plain loop writes (``cfg.no_ray``, or :func:`mirror3d.data.synth.writer.generate_dataset`).
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+from mirror3d.data.synth import writer
+from mirror3d.data.synth.config import SynthConfig
+from mirror3d.data.synth.writer import Unit, write_shard, write_shards_in_process
+from mirror3d.platform.cluster import local_ray_init_kwargs
+from mirror3d.utils.config import config_to_dict
+
+__all__ = ["generate_dataset", "write_shards_with_ray"]
+
+
+def write_shards_with_ray(cfg: SynthConfig, root: pathlib.Path, shards: list[list[Unit]],
+                          todo: list[int], advance: Callable[[int], Any]) -> None:
+    """Write the shards numbered ``todo`` as Ray tasks, ``cfg.workers`` at a time (a
+    :data:`~mirror3d.data.synth.writer.ShardWriter`). Starts a local Ray instance with
+    ``cfg.workers`` CPUs when Ray is not running yet, and shuts it down afterwards."""
+    started = False
+    if not ray.is_initialized():
+        ray.init(**local_ray_init_kwargs(cfg.workers))
+        started = True
+    try:
+        task = ray.remote(num_cpus=1)(write_shard)
+        cfg_dict = config_to_dict(cfg)
+        queue, pending = list(todo), []
+        while queue or pending:
+            while queue and len(pending) < cfg.workers:
+                k = queue.pop(0)
+                pending.append(task.remote(cfg_dict, k, shards[k], str(root), 1))
+            done, pending = ray.wait(pending, num_returns=1)
+            ray.get(done)
+            advance(len(done))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def generate_dataset(cfg: SynthConfig) -> dict[str, Any]:
+    """Generate (or resume) the dataset of ``cfg`` into ``cfg.out``: with Ray tasks, or in a
+    plain loop in this process when ``cfg.no_ray``. Returns the summary of
+    :func:`mirror3d.data.synth.writer.generate_dataset`."""
+    return writer.generate_dataset(
+        cfg, write_shards_in_process if cfg.no_ray else write_shards_with_ray)
