@@ -1,10 +1,11 @@
 """Where one CASL training step spends its time: encoders, renderer, losses, backward.
 
-Runs ``casl_step`` (the trainer's step: encode, render, random-azimuth view, interpolated view,
-re-encode, critic step, encoder step) on random 4-channel images with timers wrapped around the
-encoder passes, the renders, the loss functions (the critic's forward passes and gradient penalty
-count there) and ``backward``; the rest (optimiser steps, bookkeeping) is "other". Prints the split and the renderer's share, with the per-step total
-as the baseline measured in the same run; JSON to benchmarks/results/bench_casl_step.json.
+Runs :func:`mirror3d.models.casl.step.casl_step` (the training step: encode, render,
+random-azimuth view, interpolated view, re-encode, critic step, encoder step) on random 4-channel
+images with timers wrapped around the encoder passes, the renders, the loss functions (the
+critic's forward passes and gradient penalty count there) and ``backward``; the rest (optimiser
+steps, bookkeeping) is "other". Prints the split and the renderer's share, with the per-step
+total as the baseline measured in the same run; JSON to benchmarks/results/bench_casl_step.json.
 
     python benchmarks/bench_casl_step.py [--batch 16] [--size 64,128] [--steps 4] [--quick]
 """
@@ -19,13 +20,17 @@ import pathlib
 import statistics
 import time
 
-import mirror3d  # noqa: F401  (sets the OpenMP/Ray environment before torch loads)
-import torch
+from mirror3d.utils.env import apply_local_env
 
-from mirror3d.utils.config import load_config
-from mirror3d.models.casl import losses as casl_losses
-from mirror3d.models.casl.em import EncoderLoop
-from mirror3d.platform.casl_trainer import CaslTrainConfig, build_model, casl_step
+apply_local_env()  # the OpenMP/Ray environment, before torch loads
+
+import torch  # noqa: E402
+
+from mirror3d.engine.casl_train import CaslTrainConfig, step_settings  # noqa: E402
+from mirror3d.models.casl import step as casl_step_module  # noqa: E402
+from mirror3d.models.casl.em import EncoderLoop  # noqa: E402
+from mirror3d.models.casl.step import build_model, casl_step  # noqa: E402
+from mirror3d.utils.config import load_config  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 TIMES: dict[str, float] = collections.defaultdict(float)
@@ -76,7 +81,7 @@ def main() -> None:
     wrap(model.renderer, "render", "renderer")
     for fn in ("data_loss", "mesh_regularisers", "flip_term", "ic_loss", "wgan_d_loss",
                "wgan_g_loss"):
-        wrap(casl_losses, fn, "losses")
+        wrap(casl_step_module, fn, "losses")  # the names casl_step calls
     original_backward = torch.Tensor.backward
 
     def backward(self, *a, **k):
@@ -90,11 +95,12 @@ def main() -> None:
     x[:, 3, h // 8: h - h // 8, w // 4: w - w // 4] = 1
     loop = EncoderLoop(cfg.encoder_loop.schedule)
     totals = []
-    casl_step(model, disc, opt_e, opt_d, x, cfg, loop.frozen(0), 0.5, g)  # warm-up
+    settings = step_settings(cfg)
+    casl_step(model, disc, opt_e, opt_d, x, settings, loop.frozen(0), 0.5, g)  # warm-up
     TIMES.clear()
     for s in range(args.steps):
         t = time.perf_counter()
-        casl_step(model, disc, opt_e, opt_d, x, cfg, loop.frozen(s), 0.5, g)
+        casl_step(model, disc, opt_e, opt_d, x, settings, loop.frozen(s), 0.5, g)
         totals.append(time.perf_counter() - t)
     torch.Tensor.backward = original_backward
     total = sum(totals)

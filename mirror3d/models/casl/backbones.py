@@ -1,4 +1,5 @@
-"""Our own ResNet-style CNN backbones for the CASL encoders (DESIGN.md "Backbones").
+"""Our own ResNet-style CNN backbones for the CASL encoders (He et al. 2016 residual blocks;
+stand-ins for the reference code's pretrained backbones).
 
 No pretrained weights exist on these machines, so every encoder uses :class:`ResNetBackbone`
 with a configurable width (``base_channels`` × ``channel_mults``) and depth

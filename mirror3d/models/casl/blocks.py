@@ -1,4 +1,5 @@
-"""Small building blocks of the CASL networks (reference/casl.md §2, "Common pieces").
+"""Small building blocks of the CASL networks (as in the reference code of Zheng et al. 2022,
+github.com/layumi/3D-Magic-Mirror).
 
 - :class:`ImageNormalization`: the reference's ``normalize_batch_4C`` (ImageNet mean/std on RGB,
   mask → m − 0.5).

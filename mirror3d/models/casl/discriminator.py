@@ -1,4 +1,4 @@
-"""The WGAN critic of CASL (reference/casl.md §2.6).
+"""The WGAN critic of CASL (Zheng et al. 2022; WGAN-GP of Gulrajani et al. 2017).
 
 Fifteen bias-free convolutions with LeakyReLU(0.2) between them and no normalisation; six have
 stride 2 (output stride 64); the output map is mean-pooled to one score per image. Widths are
@@ -7,8 +7,8 @@ multiples of ``base_channels`` (reference nf = 16):
     4 →1×1→ 16 →3×3→ 16 →/2→ 32 → 32 →/2→ 48 → 48 →/2→ 64 →/2→ 64 → 64 →/2→ 64 → 64 →/2→ 64
       →3×3→ 48 →1×1→ 32 →1×1→ 1
 
-With nf = 16 this has exactly 291,936 parameters, the reference count. casl.md lists the widths
-but not the kernel sizes; ours (1×1 for 4→16, 48→32 and 32→1, 3×3 elsewhere) reproduce that
+With nf = 16 this has exactly 291,936 parameters, the reference count. The widths above are the reference's;
+its kernel sizes are not recorded here; ours (1×1 for 4→16, 48→32 and 32→1, 3×3 elsewhere) reproduce that
 count. Other exact fits exist (e.g. 1×1 for 32→48 instead of 48→32, or for 16→32 and 32→32
 instead), so the kernel layout is a guess consistent with the count. Which six convs have stride 2 is not recorded either; ours
 are the three that widen the map (16→32, 32→48, 48→64) and three of the five 64→64 convs.

@@ -1,12 +1,13 @@
-"""CASL's two EM loops (reference/casl.md §6), with the corrections DESIGN.md asks for.
+"""CASL's two EM loops (Zheng et al. 2022, "3D Magic Mirror": the encoder loop and the
+prototype loop), with two corrections of the reference code (marked **bold** below).
 
-Encoder loop (§6B): one encoder group trains per step, the others run frozen (no gradients, BN
+Encoder loop: one encoder group trains per step, the others run frozen (no gradients, BN
 statistics untouched). Default schedule ``shape | texture | camera`` round robin per step (the
 group "texture" covers texture and light, as in the reference); ``all`` trains every encoder
 every step (the "No Encoder Loop" ablation). The background encoder and the discriminator
 always train.
 
-Prototype loop (§6A): every ``every`` epochs until weight averaging starts, the template moves
+Prototype loop: every ``every`` epochs until weight averaging starts, the template moves
 toward the mean predicted offset over the *clean* subset:
 
 1. δ of every clean sample (eval mode, no grad); samples whose mean |δ| over **all** vertices

@@ -1,4 +1,5 @@
-"""The CASL attribute encoders (reference/casl.md §2): camera, shape, texture, light, background.
+"""The CASL attribute encoders (Zheng et al. 2022, "3D Magic Mirror"; the reference code's
+networks.py): camera, shape, texture, light, background.
 
 Every encoder takes the raw 4-channel input x: (B, 4, H, W), RGB + binary mask in [0, 1], and
 normalises it itself (ImageNet mean/std on RGB, m − 0.5 on the mask). Final ("head") layers
@@ -29,7 +30,7 @@ from mirror3d.render.mesh import check_faces
 __all__ = ["CameraEncoder", "ShapeEncoder", "TextureEncoder", "FlowDecoder", "LightEncoder",
            "BackgroundEncoder", "vector_angle", "angle_cos_sin", "LIGHT_SCALE", "LIGHT_OFFSET"]
 
-#: light = tanh(·)·LIGHT_SCALE + LIGHT_OFFSET (reference/casl.md §2.4)
+#: light = tanh(·)·LIGHT_SCALE + LIGHT_OFFSET (as the reference code's light encoder)
 LIGHT_SCALE = (0.5,) + (0.1,) * 8
 LIGHT_OFFSET = (3.0,) + (0.0,) * 8
 
@@ -73,7 +74,7 @@ def angle_cos_sin(angle_deg: torch.Tensor) -> torch.Tensor:
 
 
 class CameraEncoder(nn.Module):
-    """Camera: distance, elevation, azimuth (degrees) and the look-at bias (reference §2.1).
+    """Camera: distance, elevation, azimuth (degrees) and the look-at bias (reference code).
 
     backbone (stride 16 with 3 stages, coord channels on the stem) → [features sampled at the
     template's (x, y), pooled to 2×2 | global map pooled to 2×2] (each its own
@@ -161,7 +162,7 @@ class CameraEncoder(nn.Module):
 
 
 class ShapeEncoder(nn.Module):
-    """Per-vertex offsets δ from the template (reference §2.2).
+    """Per-vertex offsets δ from the template (reference code).
 
     backbone (stride 32, channel gate on the output) → per vertex [local sample (bilinear,
     align_corners=True), global pool (broadcast), local·L (neighbour difference), template xyz]
@@ -281,7 +282,7 @@ class FlowDecoder(nn.Module):
 
 
 class TextureEncoder(nn.Module):
-    """Texture map by flow sampling of the input image (reference §2.3).
+    """Texture map by flow sampling of the input image (reference code).
 
     backbone (skip features at strides 4, 8, 16, 32) → :class:`FlowDecoder` → flow (B, 2, H, W)
     in [−1, 1] → UV image T = grid_sample(input RGB, flow, bicubic, align_corners=True) →
@@ -319,7 +320,7 @@ class TextureEncoder(nn.Module):
 
 
 class LightEncoder(nn.Module):
-    """Nine spherical-harmonic lighting coefficients (reference §2.4).
+    """Nine spherical-harmonic lighting coefficients (reference code).
 
     Five (= len(channels)) conv 5×5/s2 → BN → LReLU blocks (2 coordinate channels appended to the
     input of the first ``coord_layers`` convs; the reference does it for the first two) →
@@ -365,7 +366,7 @@ class LightEncoder(nn.Module):
 
 
 class BackgroundEncoder(nn.Module):
-    """Full-resolution background image from the masked-out input (reference §2.5, ``--bg``).
+    """Full-resolution background image from the masked-out input (the reference code's ``--bg``).
 
     RGB·(1 − mask) → conv 3×3/s2 (no norm) → :class:`GatedResidualStack` of ``blocks``
     half-width residual blocks (no norm) →

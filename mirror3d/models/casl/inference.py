@@ -1,19 +1,30 @@
-"""Inference with a trained CASL model: ``load_casl(path).reconstruct(image, mask)``.
+"""Inference with a trained CASL model (Zheng et al. 2022, "3D Magic Mirror"):
+``load_casl(path).reconstruct(image, mask)``.
 
-Separate from training (DESIGN.md): the lifting pipeline and the Serve demo load a model with
-one call and reconstruct single images.
+Separate from training (docs/architecture.md): the lifting pipeline and the Serve demo load a
+model with one call and reconstruct single images. The model is rebuilt from the config saved in
+its checkpoint (the ``net`` section, ``data.image_size``, ``data.bg``, ``ellipsoid``, ``sigma``),
+so nothing here imports the trainer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
+from mirror3d.models.casl.step import build_casl_model
 from mirror3d.render.camera import Camera, look_at_camera
+from mirror3d.render.mesh_io import export_mesh
+from mirror3d.utils.checkpoint import CheckpointError, load_checkpoint
+from mirror3d.utils.config import config_to_dict
 
 __all__ = ["load_casl", "CaslPredictor", "Reconstruction", "CameraParams"]
 
@@ -75,14 +86,10 @@ class Reconstruction:
 
     def export(self, path: str | os.PathLike) -> pathlib.Path:
         """Write the textured mesh: ``.obj`` (+ .mtl + .png) or ``.glb`` by suffix."""
-        from mirror3d.render.mesh_io import export_mesh
-
         return export_mesh(path, self.vertices, self.faces, self.face_uvs, self.texture)
 
 
 def _to_image_array(image, name: str) -> np.ndarray:
-    from PIL import Image
-
     if isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGB"))
     elif isinstance(image, torch.Tensor):
@@ -100,8 +107,6 @@ def _to_image_array(image, name: str) -> np.ndarray:
 
 
 def _to_mask_array(mask, shape: tuple[int, int]) -> np.ndarray:
-    from PIL import Image
-
     if isinstance(mask, Image.Image):
         mask = np.asarray(mask.convert("L")) > 127
     elif isinstance(mask, torch.Tensor):
@@ -118,11 +123,25 @@ def _to_mask_array(mask, shape: tuple[int, int]) -> np.ndarray:
 
 
 class CaslPredictor:
-    """A trained CASL model ready for single images (eval mode, no gradients)."""
+    """A trained CASL model ready for single images (eval mode, no gradients).
 
-    def __init__(self, model, config) -> None:
+    Args:
+        model: the :class:`~mirror3d.models.casl.model.CaslModel`.
+        config: its training config as the plain dict a checkpoint holds (``state["config"]``);
+            a config object (``CaslTrainConfig``) is turned into that dict. :attr:`config` is
+            the dict; ``data.bg`` says whether inputs keep their background.
+    """
+
+    def __init__(self, model, config: Mapping[str, Any] | Any) -> None:
         self.model = model.eval()
-        self.config = config
+        if dataclasses.is_dataclass(config) and not isinstance(config, type):
+            config = config_to_dict(config)
+        self.config: dict[str, Any] = dict(config)
+
+    @property
+    def keeps_background(self) -> bool:
+        """Whether the model was trained on real backgrounds (``data.bg``; else on white)."""
+        return bool((self.config.get("data") or {}).get("bg", True))
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -131,14 +150,12 @@ class CaslPredictor:
     def prepare(self, image, mask) -> torch.Tensor:
         """H×W×3 uint8 (PIL/tensor also accepted) + H×W bool mask → (1, 4, h, w) input at the
         model's size (bicubic RGB, nearest mask)."""
-        from PIL import Image
-
         img = _to_image_array(image, "image")
         m = _to_mask_array(mask, img.shape[:2])
         w, h = self.model.image_size
         rgb = np.asarray(Image.fromarray(img).resize((w, h), Image.BICUBIC), np.float32) / 255.0
         mm = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) > 127
-        if not self.config.data.bg:
+        if not self.keeps_background:
             rgb = np.where(mm[..., None], rgb, 1.0)
         x = np.concatenate([rgb.transpose(2, 0, 1), mm[None].astype(np.float32)], 0)
         return torch.from_numpy(x)[None].to(self.model.template.device)
@@ -162,21 +179,20 @@ def load_casl(path: str | os.PathLike, device: str | torch.device = "cpu") -> Ca
 
     Raises:
         FileNotFoundError: nothing there.
-        mirror3d.platform.train.CheckpointError: a foreign, truncated or non-CASL checkpoint.
+        mirror3d.utils.checkpoint.CheckpointError: a foreign, truncated or non-CASL checkpoint,
+            or weights that do not fit the model of the checkpoint's own config.
     """
-    from mirror3d.utils.config import config_from_dict
-    from mirror3d.platform import train as rt
-    from mirror3d.platform.casl_trainer import CaslTrainConfig, build_model
-
     p = pathlib.Path(path)
     if p.is_dir() and (p / "model_final.pt").exists():
         p = p / "model_final.pt"
-    state = rt.load_checkpoint(p, "casl", map_location="cpu")
-    cfg = config_from_dict(CaslTrainConfig, state["config"])
-    model, _ = build_model(cfg)
+    state = load_checkpoint(p, "casl", map_location="cpu")
+    config = state.get("config")
+    if not isinstance(config, Mapping):
+        raise CheckpointError(f"checkpoint {p}: holds no training config")
+    model = build_casl_model(config)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
-        raise rt.CheckpointError(f"checkpoint {p}: weights do not fit the model of its own config "
-                                 f"({str(exc).splitlines()[0]})") from None
-    return CaslPredictor(model.to(device), cfg)
+        raise CheckpointError(f"checkpoint {p}: weights do not fit the model of its own config "
+                              f"({str(exc).splitlines()[0]})") from None
+    return CaslPredictor(model.to(device), config)

@@ -1,10 +1,11 @@
 """The Integration Module (IM): image features looked up at the template's vertices.
 
-As the reference code does it (reference/casl.md §3), there is no camera projection: the 2-D
+As the reference code of Zheng et al. 2022 does it (github.com/layumi/3D-Magic-Mirror,
+networks.py), there is no camera projection: the 2-D
 position of a vertex is the template's own (x, y), an orthographic front view with z dropped,
 the same for every image of the batch.
 
-Orientation (DESIGN.md, "CASL deviations"): ``grid_sample`` puts grid y = −1 at the *top* row,
+Orientation (a deliberate deviation from the reference code): ``grid_sample`` puts grid y = −1 at the *top* row,
 while the renderer puts world +y at the top. With ``flip_y=True`` (our default) the grid y
 coordinate is −y, so a vertex at the top of the template reads the top of the feature map; with
 ``flip_y=False`` the lookup is the reference's vertically mirrored one.

@@ -1,4 +1,5 @@
-"""CASL losses (reference/casl.md §5), every weight a config value.
+"""CASL losses (Zheng et al. 2022, "3D Magic Mirror", as in its reference code), every weight a
+config value.
 
 - data: L1 between render and input, both composited on white with the GT mask (only foreground
   pixels differ), plus 1 − soft IoU of the soft silhouette vs the GT mask; the sum × ``data`` (2).
@@ -90,7 +91,7 @@ def mesh_regularisers(delta: torch.Tensor, verts: torch.Tensor, faces: torch.Ten
                       laplacian: torch.Tensor, edge_faces: torch.Tensor, edges: torch.Tensor,
                       template_z_sign: torch.Tensor, ratio: float, cfg: CaslLossConfig
                       ) -> tuple[torch.Tensor, dict]:
-    """Weighted sum of the mesh regularisers of one attribute set (casl.md §5 normalisations).
+    """Weighted sum of the mesh regularisers of one attribute set (normalised as the reference code does).
 
     Laplacian and flatten × ``reg``; edge, deform and depth are not (as the reference). The
     z-mirror flip term is separate (:func:`flip_term`): the reference averages it over one more

@@ -1,7 +1,7 @@
 """The CASL model: attribute encoders + the prototype (template) + the differentiable renderer.
 
-The template is a registered **buffer** (DESIGN.md: the reference keeps it outside the
-state dict), so every checkpoint carries it; so do the initial template (for the depth prior's
+The template is a registered **buffer** (a deviation: the reference code of Zheng et al. 2022
+keeps it outside the state dict), so every checkpoint carries it; so do the initial template (for the depth prior's
 z signs and the z-mirror correspondence), the faces, UVs, Laplacian and edge tables.
 """
 

@@ -1,7 +1,7 @@
 """CASL's attribute encoder: all encoders on one image batch (reference networks.py
 ``AttributeEncoder``), its config, and the encoder groups the encoder EM loop rotates.
 
-Encoder groups (reference/casl.md §6B): ``camera``, ``shape``, ``texture`` (texture AND light,
+Encoder groups (the encoder loop of Zheng et al. 2022): ``camera``, ``shape``, ``texture`` (texture AND light,
 trained together) and ``background`` (always trainable). A group named in ``frozen`` runs
 
 - without gradients (under ``torch.no_grad``), and
@@ -119,7 +119,7 @@ class CaslNetConfig:
 
     @classmethod
     def paper(cls, **overrides) -> "CaslNetConfig":
-        """Widths approximating the reference networks (reference/casl.md "Parameter counts").
+        """Widths approximating the networks of the reference code (github.com/layumi/3D-Magic-Mirror).
 
         Camera: stem 36 → 72/144/288 at stride 16 (Base_4C-like), 6.78M parameters (reference
         6.50M); shape: a ResNet-style trunk 64..512 expanded to 2048 channels + gate (stand-in

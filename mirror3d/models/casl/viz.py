@@ -1,5 +1,5 @@
-"""Pictures of a trained CASL model (casl.md §9), written by the ``eval-casl`` job under
-``RUN_DIR/eval/``:
+"""Pictures of a trained CASL model (Zheng et al. 2022, "3D Magic Mirror"), written by the
+``eval-casl`` job (:mod:`mirror3d.engine.casl_eval`) under ``RUN_DIR/eval/``:
 
 - ``reconstructions.png`` — one column per chosen test image: the input (real background),
   the input on white (GT mask), the reconstruction, the prediction turned +90° and −90°, and
@@ -25,7 +25,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from mirror3d.render.turntable import save_gif
+from mirror3d.models.casl.inference import CameraParams, Reconstruction
+from mirror3d.render.camera import look_at_camera
+from mirror3d.render.mesh_io import load_mesh
+from mirror3d.render.renderer import MeshRenderer
+from mirror3d.utils.pictures import save_gif
 
 __all__ = [
     "to_uint8", "safe_name", "repeat_attrs", "select_attrs", "chosen_indices",
@@ -207,7 +211,7 @@ def camera_histograms(path, predicted: Mapping[str, Sequence[float]],
     """Histograms of predicted azimuth, elevation, distance, look-at x and y, and mean |δ|
     (keys ``azimuth``, ``elevation``, ``distance``, ``bias_x``, ``bias_y``, ``mean_abs_delta``),
     with the truth overlaid where ``truth`` has the same key."""
-    import matplotlib
+    import matplotlib  # heavy (~0.5 s) and needed only for this picture: imported here
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
@@ -250,8 +254,6 @@ _GREY_LIGHT = (2.0, 0.6, 0.8, 0.6, 0.0, 0.0, 0.0, 0.0, 0.0)
 @torch.no_grad()
 def _grey_views(renderer, verts: torch.Tensor, faces: torch.Tensor, face_uvs: torch.Tensor,
                 azimuths=(0.0, 90.0), elevation: float = 10.0, distance: float = 3.2) -> np.ndarray:
-    from mirror3d.render.camera import look_at_camera
-
     n = len(azimuths)
     h, w = renderer.image_size
     tex = torch.full((n, 3, 8, 8), 0.75)
@@ -283,9 +285,6 @@ def template_evolution(path, run_dir, template_init: torch.Tensor, faces: torch.
     (front and side view, labelled with the epoch and the largest move from the start).
 
     Returns None when the run has no snapshots."""
-    from mirror3d.render.mesh_io import load_mesh
-    from mirror3d.render.renderer import MeshRenderer
-
     snaps = template_files(run_dir)
     if not snaps:
         return None
@@ -315,8 +314,6 @@ def template_evolution(path, run_dir, template_init: torch.Tensor, faces: torch.
 def export_meshes(out_dir, model, attrs, names: Sequence[str]) -> list[pathlib.Path]:
     """Write each sample's textured mesh as ``<name>.obj`` (+ .mtl + .png) and ``<name>.glb``
     through :meth:`Reconstruction.export`."""
-    from mirror3d.models.casl.inference import CameraParams, Reconstruction
-
     out_dir = pathlib.Path(out_dir)
     verts = model.vertices(attrs).cpu()
     written = []

@@ -7,7 +7,7 @@ from mirror3d.models.casl.discriminator import Discriminator
 
 
 def test_reference_width_has_the_reference_parameter_count():
-    # reference/casl.md "Parameter counts": discriminator 291,936 (nf = 16)
+    # the reference code's parameter count: discriminator 291,936 (nf = 16)
     assert count_parameters(Discriminator(4, 16)) == 291_936
 
 

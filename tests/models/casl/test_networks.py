@@ -67,7 +67,7 @@ def test_bad_config_values(kw, match):
 def test_paper_preset_parameter_counts_against_the_reference(mesh):
     _, faces = template_mesh(level=3)[:2]
     cfg = CaslNetConfig.paper()
-    # reference/casl.md "Parameter counts": exact where our blocks match the reference's
+    # the reference code's parameter counts: exact where our blocks match the reference's
     assert count_parameters(LightEncoder(cfg.light_channels, cfg.light_hidden)) == 1_140_554
     assert count_parameters(BackgroundEncoder(cfg.background_channels, cfg.background_blocks)) == 29_717
     assert count_parameters(build_discriminator(cfg)) == 291_936

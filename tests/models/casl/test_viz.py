@@ -8,17 +8,15 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 
-from mirror3d.utils.config import load_config
 from mirror3d.models.casl import viz
-from mirror3d.platform.casl_trainer import CaslTrainConfig, build_model, smoke_config
+from mirror3d.models.casl.step import build_model
 from mirror3d.render.mesh_io import export_mesh, load_mesh
 
 
 @pytest.fixture(scope="module")
 def setup():
     torch.manual_seed(0)
-    cfg = smoke_config(load_config(CaslTrainConfig))
-    model, _ = build_model(cfg)
+    model, _ = build_model({"data": {"image_size": [32, 64]}})  # the smoke preset's size
     model.eval()
     w, h = model.image_size
     g = torch.Generator().manual_seed(0)

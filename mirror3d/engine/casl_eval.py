@@ -1,22 +1,26 @@
-"""The ``eval-casl`` job: metrics and pictures of a trained CASL run (casl.md §8–§9,
-evaluation.md "Reconstruction").
+"""The ``eval-casl`` evaluation: metrics and pictures of a trained CASL run (no Ray here).
 
-``evaluate_casl(run_dir)`` loads the run's model (:func:`~mirror3d.models.casl.inference.load_casl`),
-reads the held-out split of its data (the trainer's ``test`` split: Market-HQ ``query``, all of
-it unless ``max_images``), and for every image, in eval mode on white backgrounds:
+CASL is the model of Zheng et al. 2022 ("3D Magic Mirror", arXiv:2204.13096); its evaluation
+protocol (MaskIoU, SSIM, FID of reconstructions, novel views and ±90° views) is followed with
+the deviations listed below.
+
+``evaluate_casl(run_dir)`` loads the run's model (:func:`mirror3d.models.casl.load_casl`), reads
+the held-out split of its data (the trainer's ``test`` split, :func:`mirror3d.engine.casl_train.
+casl_records`: Market-HQ ``query``, all of it unless ``max_images``), and for every image, in
+eval mode on white backgrounds:
 
 - ``ori``: the input composited on white with the GT mask; ``rec``: the reconstruction;
   ``novel``: the prediction at a random azimuth U(−180, 180) and at that azimuth + 90°;
   ``side``: the prediction at its predicted azimuth ± 90°.
 - **MaskIoU** (%): soft IoU of the rendered soft silhouette and the GT mask, averaged.
-- **SSIM** (%): pinned parameters (:func:`mirror3d.metrics.image.ssim`), ``ori`` against the
-  reconstruction composited on white with the same GT mask.
+- **SSIM** (%): pinned parameters (:func:`mirror3d.metrics.image.ssim`; Wang et al. 2004),
+  ``ori`` against the reconstruction composited on white with the same GT mask.
 - **FD_recon / FD_novel / FD_90**: Fréchet distances ori↔rec, ori↔novel, ori↔side (the last two
   have twice as many fakes as reals). Named ``FD_randcnn_*`` with the default seeded
-  random-CNN features; ``FID_*`` only with a user-supplied TorchScript copy of the pytorch-fid
-  Inception (``fid_model``). N of both sets is reported with each.
+  random-CNN features; ``FID_*`` (Heusel et al. 2017) only with a user-supplied TorchScript copy
+  of the pytorch-fid Inception (``fid_model``). N of both sets is reported with each.
 
-Unlike the reference, images are not saved as JPEG and read back before scoring.
+Unlike the reference code, images are not saved as JPEG and read back before scoring.
 
 When the data root belongs to a SynthPeople tree (``gt/images.parquet`` in the root or its
 parent), each image's true mesh and camera are rebuilt (recipe + pose jitter) and
@@ -25,9 +29,10 @@ in its camera frame, centred; also without centring), of the initial template an
 learned template placed with the true camera (baselines); camera errors (median azimuth error
 first); novel-view MaskIoU at the true azimuth + 90°.
 
-Outputs (written to a hidden temporary directory and renamed to ``RUN_DIR/eval`` only when
-everything succeeded, replacing an earlier ``eval``): ``metrics.json``, ``metrics.md`` (a
-markdown table), ``per_image.jsonl``, and the pictures of :mod:`mirror3d.models.casl.viz`.
+Outputs (written to a hidden ``RUN_DIR/.eval.partial`` directory and renamed to ``RUN_DIR/eval``
+only when everything succeeded, replacing an earlier ``eval``; :func:`mirror3d.utils.rundir.
+run_directory`): ``metrics.json``, ``metrics.md`` (a markdown table), ``per_image.jsonl``, and
+the pictures of :mod:`mirror3d.models.casl.viz`.
 """
 
 from __future__ import annotations
@@ -35,14 +40,28 @@ from __future__ import annotations
 import json
 import math
 import pathlib
-import shutil
 import time
-import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
+from mirror3d.data.datasets import ReconstructionDataset
+from mirror3d.data.synth import build_person, load_recipes, read_ground_truth
+from mirror3d.engine.casl_train import CaslTrainConfig, casl_records
+from mirror3d.metrics.image import (RandomCNNExtractor, TorchModuleExtractor, extract_features,
+                                    fd_metric_name, fd_score, mask_iou, ssim)
+from mirror3d.metrics.reconstruction import (camera_errors, chamfer_l2_normalised,
+                                             novel_view_mask_iou, template_baseline_chamfer)
+from mirror3d.models.casl import viz
+from mirror3d.models.casl.inference import load_casl
+from mirror3d.render.camera import look_at_camera
+from mirror3d.utils.config import (ConfigError, config_from_dict, get_by_dotted, load_config,
+                                   parse_overrides, update_config)
+from mirror3d.utils.rundir import run_directory
 
 __all__ = ["EvalCaslOptions", "evaluate_casl", "apply_data_overrides", "find_synth_root",
            "SynthTruth", "load_feature_extractor", "markdown_report"]
@@ -82,23 +101,35 @@ class EvalCaslOptions:
 # --------------------------------------------------------------------------------------------
 # inputs
 # --------------------------------------------------------------------------------------------
-def apply_data_overrides(cfg, tokens: Sequence[str]):
-    """The run's config with ``--data.<key> value`` overrides applied (only ``data.*`` keys:
-    the model itself comes from the checkpoint)."""
-    from mirror3d.utils.config import (ConfigError, get_by_dotted, load_config, parse_overrides,
-                                 update_config)
+def apply_data_overrides(cfg: CaslTrainConfig,
+                         overrides: Sequence[str] | Mapping[str, Any]) -> CaslTrainConfig:
+    """The run's config with overrides of its ``data.*`` keys applied (only those: the model
+    itself comes from the checkpoint).
 
-    tokens = list(tokens)
-    if not tokens:
-        return cfg
+    ``overrides``: command-line tokens (``["--data.root", "DIR", "--data.max_test=8"]``) or a
+    mapping of dotted keys to values (``{"data.root": "DIR"}``).
+
+    Raises:
+        ConfigError: a key outside ``data.*``, an unknown key or a bad value.
+    """
     cls = type(cfg)
-    pairs = parse_overrides(cls, tokens)
-    bad = [k for k, _ in pairs if not k.startswith("data.")]
+    if isinstance(overrides, Mapping):
+        updates = dict(overrides)
+        keys = list(updates)
+    else:
+        tokens = list(overrides)
+        keys = [k for k, _ in parse_overrides(cls, tokens)]
+        updates = None
+    if not keys:
+        return cfg
+    bad = [k for k in keys if not k.startswith("data.")]
     if bad:
         raise ConfigError(f"{bad[0]}: only data.* keys can be changed for evaluation "
                           f"(the model comes from the checkpoint)")
-    parsed = load_config(cls, None, tokens)
-    return update_config(cfg, {k: get_by_dotted(parsed, k) for k, _ in pairs})
+    if updates is None:
+        parsed = load_config(cls, None, tokens)
+        updates = {k: get_by_dotted(parsed, k) for k in keys}
+    return update_config(cfg, updates)
 
 
 def find_synth_root(data_root) -> pathlib.Path | None:
@@ -113,8 +144,6 @@ def find_synth_root(data_root) -> pathlib.Path | None:
 
 def load_feature_extractor(fid_model: str | None):
     """The default :class:`RandomCNNExtractor`, or a TorchScript Inception reported as FID."""
-    from mirror3d.metrics.image import RandomCNNExtractor, TorchModuleExtractor
-
     if fid_model is None:
         return RandomCNNExtractor(seed=0)
     p = pathlib.Path(fid_model)
@@ -136,8 +165,6 @@ class SynthTruth:
     """
 
     def __init__(self, root) -> None:
-        from mirror3d.data.synth import load_recipes, read_ground_truth
-
         self.root = pathlib.Path(root).resolve()
         rows = read_ground_truth(self.root).to_pylist()
         self.rows = {r["path"]: r for r in rows if r.get("tree") == "market_hq"}
@@ -154,8 +181,6 @@ class SynthTruth:
 
     def mesh(self, row: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(V, 3) posed vertices (object frame) and (F, 3) faces of a row's image."""
-        from mirror3d.data.synth import build_person
-
         rid = int(row["recipe_id"])
         if rid not in self._people:
             if rid not in self.recipes:
@@ -168,20 +193,14 @@ class SynthTruth:
 
     @staticmethod
     def camera(row: dict):
-        from mirror3d.render.camera import look_at_camera
-
         return look_at_camera(torch.tensor([float(row["azimuth"])]), torch.tensor([float(row["elevation"])]),
                               torch.tensor([float(row["distance"])]),
                               torch.tensor([[float(row["bx"]), float(row["by"])]]))
 
 
-def _test_dataset(cfg, max_images: int):
-    from mirror3d.utils.config import update_config
-    from mirror3d.data.datasets import ReconstructionDataset
-    from mirror3d.platform.casl_trainer import _records
-
+def _test_dataset(cfg: CaslTrainConfig, max_images: int) -> ReconstructionDataset:
     cfg = update_config(cfg, {"data.max_test": max_images})
-    _, test = _records(cfg)
+    _, test = casl_records(cfg)
     if not test:
         raise ValueError(f"data.root: no held-out images under {cfg.data.root}")
     aug = None if cfg.data.aug == "none" else cfg.data.aug
@@ -207,13 +226,15 @@ def _stats(values) -> dict:
 
 
 @torch.no_grad()
-def evaluate_casl(run_dir, overrides: Sequence[str] = (), options: EvalCaslOptions | None = None,
-                  extractor=None, progress: bool = False) -> dict:
+def evaluate_casl(run_dir, overrides: Sequence[str] | Mapping[str, Any] = (),
+                  options: EvalCaslOptions | None = None, extractor=None,
+                  progress: bool = False) -> dict:
     """Evaluate a CASL run directory; writes ``RUN_DIR/eval`` and returns the metrics dict.
 
     Args:
         run_dir: a run written by ``train-casl`` (``model_final.pt`` or checkpoints).
-        overrides: ``--data.<key> value`` tokens (e.g. another ``--data.root``).
+        overrides: ``--data.<key> value`` tokens (e.g. another ``--data.root``) or a mapping
+            ``{"data.<key>": value}`` (see :func:`apply_data_overrides`).
         options: :class:`EvalCaslOptions`.
         extractor: a :class:`~mirror3d.metrics.image.FeatureExtractor` overriding
             ``options.fid_model``.
@@ -222,13 +243,6 @@ def evaluate_casl(run_dir, overrides: Sequence[str] = (), options: EvalCaslOptio
         FileNotFoundError: no run directory / checkpoint / data.
         ValueError: a foreign checkpoint (``CheckpointError``), unreadable image, bad option.
     """
-    from tqdm import tqdm
-
-    from mirror3d.metrics.image import extract_features, fd_metric_name, fd_score, mask_iou, ssim
-    from mirror3d.metrics.reconstruction import (camera_errors, chamfer_l2_normalised,
-                                                 novel_view_mask_iou, template_baseline_chamfer)
-    from mirror3d.models.casl.inference import load_casl
-
     opts = options or EvalCaslOptions()
     opts.validate()
     run = pathlib.Path(run_dir)
@@ -236,7 +250,8 @@ def evaluate_casl(run_dir, overrides: Sequence[str] = (), options: EvalCaslOptio
         raise FileNotFoundError(f"run directory {run} does not exist")
     t0 = time.time()
     predictor = load_casl(run)
-    model, cfg = predictor.model.eval(), apply_data_overrides(predictor.config, overrides)
+    model = predictor.model.eval()
+    cfg = apply_data_overrides(config_from_dict(CaslTrainConfig, predictor.config), overrides)
     if tuple(cfg.data.image_size) != tuple(model.image_size):
         raise ValueError(f"data.image_size: the model was trained at {tuple(model.image_size)}; "
                          f"got {tuple(cfg.data.image_size)}")
@@ -363,9 +378,8 @@ def evaluate_casl(run_dir, overrides: Sequence[str] = (), options: EvalCaslOptio
             "novel_view_mask_iou_pct": 100.0 * _finite_mean([r["novel_view_mask_iou"] for r in scored]),
         }
 
-    tmp = run / f".eval.partial-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    out = run.resolve()
+    with run_directory(out.name, "eval", root=out.parent, overwrite=True) as tmp:
         pictures: list[str] = []
         if opts.pictures and opts.samples > 0:
             pictures = _write_pictures(tmp, run, model, dataset, per_image, truth_rows, opts)
@@ -377,20 +391,11 @@ def evaluate_casl(run_dir, overrides: Sequence[str] = (), options: EvalCaslOptio
         with open(tmp / "per_image.jsonl", "w", encoding="utf-8") as fh:
             for r in per_image:
                 fh.write(json.dumps(r) + "\n")
-        final = run / "eval"
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return metrics
 
 
 def _write_pictures(out: pathlib.Path, run: pathlib.Path, model, dataset, per_image, truth_rows,
                     opts: EvalCaslOptions) -> list[str]:
-    from mirror3d.models.casl import viz
-
     idx = viz.chosen_indices(len(dataset), opts.samples)
     x = torch.stack([dataset[i]["image"] for i in idx]).to(model.template.device)
     attrs = model.encode(x)

@@ -1,5 +1,6 @@
-"""The eval-casl job on a real (tiny) trained run: metrics recomputed by hand, FD naming,
-SynthPeople 3D truth against the generator's own ground truth, pictures, and clean failures."""
+"""The CASL evaluation (mirror3d.engine.casl_eval) on a real (tiny) trained run: metrics
+recomputed by hand, FD naming, SynthPeople 3D truth against the generator's own ground truth,
+pictures, data overrides. The eval-casl command line is tested in tests/jobs/test_eval_casl.py."""
 
 from __future__ import annotations
 
@@ -12,38 +13,32 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 
-from mirror3d.cli import main
-from mirror3d.utils.config import config_to_dict, load_config
+import dataset_fixtures
 from mirror3d.data.datasets import ReconstructionDataset
 from mirror3d.data.readers import read_recon
 from mirror3d.data.synth import SynthConfig, build_person_mesh, generate_dataset, load_recipes, read_ground_truth
 from mirror3d.metrics.image import TorchModuleExtractor, ssim
 from mirror3d.metrics.reconstruction import template_baseline_chamfer
-from mirror3d.models.casl.evaluate import EvalCaslOptions, evaluate_casl, find_synth_root
+from mirror3d.engine.casl_eval import (EvalCaslOptions, apply_data_overrides, evaluate_casl,
+                                       find_synth_root)
+from mirror3d.engine.casl_train import CaslTrainConfig, train_casl_loop
+from mirror3d.jobs import resolve_config
 from mirror3d.models.casl.inference import load_casl
-from mirror3d.platform.casl_trainer import CaslTrainConfig, smoke_config, train_loop_per_worker
 from mirror3d.render import look_at_camera
 from mirror3d.render.mesh_io import load_mesh
-
-
-
-def _fixtures():
-    import dataset_fixtures
-
-    return dataset_fixtures
+from mirror3d.utils.config import ConfigError
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A 2-epoch smoke run on the Market-HQ fixture (32×64): (run_dir, data_root)."""
     tmp = tmp_path_factory.mktemp("casl_eval")
-    root = _fixtures().make_market_hq(tmp, size=(32, 64))
-    cfg = smoke_config(load_config(CaslTrainConfig, overrides=[
+    root = dataset_fixtures.make_market_hq(tmp, size=(32, 64))
+    cfg = resolve_config("train-casl", "smoke", overrides=[
         "--data.root", str(root), "--data.ratio_range", "0.0,1.0", "--data.clean_range", "0.0,1.0",
-        "--optim.average_last", "0"]))
+        "--optim.average_last", "0"])
     run = tmp / "run"
-    run.mkdir()
-    train_loop_per_worker({"config": config_to_dict(cfg), "run_dir": str(run), "resume": ""})
+    train_casl_loop(cfg, run)
     return run, root
 
 
@@ -62,11 +57,10 @@ def _read(run):
     return m, rows
 
 
-def test_eval_cli_market_hq_metrics_by_hand(trained, capsys):
+def test_market_hq_metrics_by_hand(trained):
     run, root = trained
-    assert main(["eval-casl", str(run), "--no-pictures", "--batch-size", "1"]) == 0
-    out = capsys.readouterr().out
-    assert "MaskIoU" in out and "FD_randcnn" in out
+    m = evaluate_casl(run, options=EvalCaslOptions(pictures=False, batch_size=1))
+    assert _read(run)[0] == m
     m, rows = _read(run)
     assert m["data"]["n_images"] == 2 == len(rows)  # the fixture's 2 query images
     assert m["synthpeople"] is None and m["pictures"] == []
@@ -161,29 +155,24 @@ def test_user_extractor_is_reported_as_fid(trained):
     assert "| FID_novel |" in (run / "eval" / "metrics.md").read_text()
 
 
-def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    assert err[0].startswith("mirror3d eval-casl: error:")
-    return err[0]
-
-
-def test_bad_inputs_fail_with_one_line_and_no_output(trained, tmp_path, capsys):
+def test_data_overrides_only_change_data(trained):
     run, root = trained
-    assert main(["eval-casl", str(tmp_path / "missing")]) == 1
-    assert "does not exist" in _one_error_line(capsys)
+    cfg = CaslTrainConfig()
+    a = apply_data_overrides(cfg, ["--data.root", "/x", "--data.max_test=3"])
+    b = apply_data_overrides(cfg, {"data.root": "/x", "data.max_test": 3})
+    assert a == b and (a.data.root, a.data.max_test) == ("/x", 3) and a.optim == cfg.optim
+    assert apply_data_overrides(cfg, []) is cfg and apply_data_overrides(cfg, {}) is cfg
+    for bad in (["--optim.lr", "0.1"], {"optim.lr": 0.1}):
+        with pytest.raises(ConfigError, match="only data.*"):
+            apply_data_overrides(cfg, bad)
+    with pytest.raises(ValueError, match=r"trained at \(32, 64\)"):
+        evaluate_casl(run, {"data.image_size": (64, 128)})
+    assert not list(run.glob(".eval.partial*"))
 
-    foreign = tmp_path / "foreign"
-    foreign.mkdir()
-    torch.save({"format": "mirror3d/reid", "model": {}}, foreign / "model_final.pt")
-    assert main(["eval-casl", str(foreign)]) == 1
-    assert "mirror3d/casl" in _one_error_line(capsys)
-    (foreign / "model_final.pt").write_bytes(b"not a checkpoint")
-    assert main(["eval-casl", str(foreign)]) == 1
-    assert "cannot be read" in _one_error_line(capsys)
-    assert not (foreign / "eval").exists()
 
-    # a file that is not an image in the data; an earlier eval/ stays as it was
+def test_a_failed_evaluation_leaves_the_earlier_one(trained, tmp_path):
+    """A file that is not an image in the data: the error names it; an earlier eval/ stays."""
+    run, root = trained
     run2 = tmp_path / "run2"
     run2.mkdir()
     shutil.copy(run / "model_final.pt", run2 / "model_final.pt")
@@ -193,11 +182,7 @@ def test_bad_inputs_fail_with_one_line_and_no_output(trained, tmp_path, capsys):
     shutil.copytree(root, data)
     bad = sorted((data / "pytorch" / "query").rglob("*.png"))[0]
     bad.write_bytes(b"this is not a png")
-    assert main(["eval-casl", "--data.root", str(data), str(run2)]) == 1  # options before RUN_DIR
-    assert bad.name in _one_error_line(capsys)
+    with pytest.raises(ValueError, match=bad.name):
+        evaluate_casl(run2, {"data.root": str(data)})
     assert sorted(p.name for p in (run2 / "eval").iterdir()) == ["marker.txt"]
     assert not list(run2.glob(".eval.partial*"))
-
-    # only data.* can be overridden
-    assert main(["eval-casl", str(run2), "--optim.lr", "0.1"]) == 2
-    assert "only data.*" in _one_error_line(capsys)

@@ -1,35 +1,30 @@
-"""CASL ablations (the CASL paper's Table 4): full vs No IM vs No Prototype Loop vs No Encoder
-Loop, trained on the same data with the same budget, each evaluated with ``eval-casl``.
+"""CASL ablations (Zheng et al. 2022, "3D Magic Mirror", Table 4): the variants, their configs,
+reuse of finished variants, and the table (no Ray here; the runner that trains them is
+:func:`mirror3d.platform.casl.run_ablation`).
 
-Variants are config overrides of one base :class:`CaslTrainConfig`:
+Variants are config overrides of one base :class:`~mirror3d.engine.casl_train.CaslTrainConfig`:
 
     full              (the base config)
-    no-im             --net.use_im false
-    no-prototype      --prototype.enabled false
-    no-encoder-loop   --encoder_loop.schedule all
+    no-im             net.use_im false
+    no-prototype      prototype.enabled false
+    no-encoder-loop   encoder_loop.schedule all
 
-Output ``runs/ablate_casl/<name>/``: one CASL run directory per variant (with its ``eval/``),
-``ablation.json`` and ``ablation.md`` — MaskIoU, SSIM and the three Fréchet distances like the
-paper's table, plus SynthPeople's 3D-truth columns (Chamfer-L2 against the initial template's,
-median azimuth error, novel-view MaskIoU at +90°), and the paper's own numbers for the
-directions. A variant whose run and evaluation finished with the same settings is reused.
-
-Python: ``run_ablation(AblationConfig(...))``; CLI: ``jobs/ablate_casl.py [--minutes 8]
-[--base.optim.lr 1e-3] ...``.
+The table has MaskIoU, SSIM and the three Fréchet distances like the paper's table, plus
+SynthPeople's 3D-truth columns (Chamfer-L2 against the initial template's, median azimuth
+error, novel-view MaskIoU at +90°), the paper's own numbers and which of its directions hold.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 from dataclasses import dataclass, field
 
-from mirror3d.utils.config import config_to_dict, save_config, update_config
-from mirror3d.platform.casl_trainer import CaslTrainConfig
+from mirror3d.engine.casl_train import CaslTrainConfig
+from mirror3d.utils.config import config_to_dict, load_config, update_config
 
-__all__ = ["VARIANTS", "PAPER_TABLE4", "AblationConfig", "run_ablation", "ablation_markdown",
-           "AblateCaslCommand"]
+__all__ = ["VARIANTS", "PAPER_TABLE4", "AblationConfig", "variant_config", "finished_metrics",
+           "ablation_row", "ablation_markdown"]
 
 #: variant → overrides of the base config
 VARIANTS: dict[str, dict] = {
@@ -63,26 +58,23 @@ class AblationConfig:
         "range": (0, None), "help": "eval-casl: held-out images (0 = all)"})
     eval_samples: int = field(default=2, metadata={
         "range": (0, 100), "help": "eval-casl: samples drawn (turntables, meshes)"})
-    smoke: bool = field(default=False, metadata={
-        "help": "the trainer's smoke sizes for every variant (a test runs it)"})
+    eval_chamfer_points: int = field(default=10000, metadata={
+        "range": (1, None), "help": "eval-casl: surface points per mesh for the Chamfer distance"})
     base: CaslTrainConfig = field(default_factory=CaslTrainConfig)
 
 
-def _variant_config(cfg: AblationConfig, variant: str, run_root: pathlib.Path) -> CaslTrainConfig:
-    from mirror3d.platform.casl_trainer import smoke_config
-
-    base = smoke_config(cfg.base) if cfg.smoke else cfg.base
+def variant_config(cfg: AblationConfig, variant: str, run_root: pathlib.Path) -> CaslTrainConfig:
+    """The training config of one variant: the base + its overrides, the budget, and the run
+    directory ``run_root/<variant>`` (never resumed)."""
     updates = dict(VARIANTS[variant])
     if cfg.minutes:
         updates["optim.max_minutes"] = cfg.minutes
     updates.update({"out_dir": str(run_root), "name": variant, "resume": ""})
-    return update_config(base, updates)
+    return update_config(cfg.base, updates)
 
 
-def _finished(run: pathlib.Path, vcfg: CaslTrainConfig) -> dict | None:
+def finished_metrics(run: pathlib.Path, vcfg: CaslTrainConfig) -> dict | None:
     """The eval metrics of a finished variant trained with exactly ``vcfg``, else None."""
-    from mirror3d.utils.config import load_config
-
     metrics, saved = run / "eval" / "metrics.json", run / "config.yaml"
     if not (metrics.exists() and saved.exists() and (run / "model_final.pt").exists()):
         return None
@@ -95,7 +87,8 @@ def _finished(run: pathlib.Path, vcfg: CaslTrainConfig) -> dict | None:
     return json.loads(metrics.read_text()) if a == b else None
 
 
-def _row(variant: str, m: dict, summary: dict) -> dict:
+def ablation_row(variant: str, m: dict, summary: dict) -> dict:
+    """One table row from a variant's eval metrics and its ``train_summary.json``."""
     fd = m["fd"]
     s = m.get("synthpeople") or {}
     c = s.get("chamfer_l2") or {}
@@ -170,64 +163,3 @@ def ablation_markdown(rows: list[dict], budget_text: str) -> str:
     if checks:
         lines += ["", "The paper's directions in this run:", ""] + checks
     return "\n".join(lines) + "\n"
-
-
-def run_ablation(cfg: AblationConfig, progress: bool = True) -> pathlib.Path:
-    """Train and evaluate every variant (reusing finished ones); returns ``ablation.md``."""
-    from mirror3d.models.casl.evaluate import EvalCaslOptions, evaluate_casl
-    from mirror3d.platform.casl_trainer import train_casl
-
-    if not cfg.variants:
-        raise ValueError("variants: expected at least one variant")
-    root = (pathlib.Path(cfg.out_dir) / cfg.name).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, root / "config.yaml")
-    rows = []
-    for variant in cfg.variants:
-        vcfg = _variant_config(cfg, variant, root)
-        run = root / variant
-        metrics = _finished(run, vcfg)
-        if metrics is None:
-            print(f"[ablate-casl] {variant}: training", flush=True)
-            if run.exists():
-                import shutil
-                shutil.rmtree(run)
-            train_casl(vcfg)
-            opts = EvalCaslOptions(max_images=cfg.eval_images, samples=cfg.eval_samples,
-                                   chamfer_points=1000 if cfg.smoke else 10000)
-            metrics = evaluate_casl(run, options=opts, progress=progress)
-        else:
-            print(f"[ablate-casl] {variant}: reused", flush=True)
-        summary = json.loads((run / "train_summary.json").read_text())
-        rows.append(_row(variant, metrics, summary))
-    budget = (f"{cfg.minutes:g} min of training" if cfg.minutes
-              else f"{cfg.base.optim.epochs} epochs")
-    (root / "ablation.json").write_text(json.dumps({"budget": budget, "rows": rows,
-                                                    "paper_table4": PAPER_TABLE4}, indent=2))
-    md = root / "ablation.md"
-    tmp = md.with_suffix(".md.tmp")
-    tmp.write_text(ablation_markdown(rows, budget))
-    os.replace(tmp, md)
-    return md
-
-
-class AblateCaslCommand:
-    """``python -m mirror3d ablate-casl [--minutes 8] [--variants full,no-im] [--base.* ...]``"""
-
-    @staticmethod
-    def add_arguments(parser) -> None:
-        from mirror3d.cli import add_config_arguments
-
-        add_config_arguments(parser, AblationConfig)
-
-    @staticmethod
-    def run(args) -> int:
-        from mirror3d.cli import config_from_args
-        from mirror3d.platform.train import ensure_ray
-
-        cfg = config_from_args(AblationConfig, args)
-        ensure_ray()
-        md = run_ablation(cfg)
-        print(md.read_text())
-        print(f"ablate-casl: table -> {md}")
-        return 0

@@ -1,0 +1,346 @@
+"""CASL training in one process: the config, the data and the epoch loop (no Ray here).
+
+CASL (Zheng et al. 2022, "3D Magic Mirror", arXiv:2204.13096) trains its encoders
+self-supervised on images + masks. :func:`train_casl_loop` runs the epochs: the steps of
+:func:`mirror3d.models.casl.step.casl_step` (the encoder loop picks the trained group per step),
+then per epoch weight averaging (last epochs), the prototype loop (every ``prototype.every``
+epochs until averaging starts), a metrics line, one progress line and checkpoints. At the end
+the BN statistics of the averaged model are re-estimated and held-out mask IoU is measured.
+
+It runs the same in a test or a debugger and inside a Ray Train worker
+(:func:`mirror3d.platform.casl.train_casl` is the Ray driver; docs/architecture.md). Under
+``torch.distributed`` (world size > 1) it is data-parallel: equal initial weights, gradients
+averaged before every optimiser step, the prototype loop's sums all-reduced.
+
+Run directory (written by rank 0): ``metrics.jsonl``, ``checkpoints/epoch_XXXX/checkpoint.pt``,
+``templates/epoch_XXXX.obj`` (each prototype update), ``model_final.pt``,
+``template_final.obj`` and ``train_summary.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import pathlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from mirror3d.data.datasets import ReconstructionDataset
+from mirror3d.data.readers import read_recon
+from mirror3d.engine.progress import EpochProgress
+from mirror3d.engine.runtime import (TrainingClock, all_reduce_grads, all_reduce_sum,
+                                     default_device, non_finite_loss, reestimate_bn, world)
+from mirror3d.engine.scaling import RayConfig
+from mirror3d.models.casl.em import (EncoderLoop, EncoderLoopConfig, PrototypeLoop,
+                                     PrototypeLoopConfig)
+from mirror3d.models.casl.losses import CaslLossConfig, warm_up_factor
+from mirror3d.models.casl.networks import CaslNetConfig
+from mirror3d.models.casl.step import (CaslStepSettings, build_model, casl_step,
+                                       held_out_mask_iou, prototype_update)
+from mirror3d.render.mesh_io import export_mesh
+from mirror3d.utils.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from mirror3d.utils.config import config_to_dict
+from mirror3d.utils.files import atomic_write
+from mirror3d.utils.rundir import append_metrics
+
+__all__ = ["KIND", "CaslDataConfig", "CaslOptimConfig", "CaslTrainConfig", "casl_records",
+           "load_casl_data", "step_settings", "casl_warm_up", "train_casl_loop"]
+
+#: the checkpoint kind of CASL runs (``format: mirror3d/casl``)
+KIND = "casl"
+
+
+@dataclass
+class CaslDataConfig:
+    root: str = field(default="data/synthpeople/Market-HQ", metadata={
+        "help": "dataset root in the layout of data.reader"})
+    reader: str = field(default="market_hq", metadata={
+        "choices": ["market_hq", "atr", "cub", "folder"], "help": "reconstruction reader"})
+    image_size: tuple[int, int] = field(default=(64, 128), metadata={
+        "range": (8, 4096), "help": "W,H of inputs and renders"})
+    aug: str = field(default="market", metadata={"choices": ["market", "atr", "cub", "none"]})
+    bg: bool = field(default=True, metadata={"help": "keep real backgrounds (the reference's --bg)"})
+    ratio_range: tuple[float, float] = field(default=(0.05, 0.64), metadata={
+        "range": (0.0, 1.0), "help": "train on lo < foreground ratio < hi"})
+    clean_range: tuple[float, float] = field(default=(0.18, 0.32), metadata={
+        "range": (0.0, 1.0), "help": "the prototype loop's clean subset"})
+    max_train: int = field(default=0, metadata={"range": (0, None), "help": "cap (0 = all)"})
+    max_test: int = field(default=256, metadata={"range": (0, None), "help": "cap (0 = all)"})
+    workers: int = field(default=0, metadata={"range": (0, 64), "help": "DataLoader workers"})
+
+
+@dataclass
+class CaslOptimConfig:
+    epochs: int = field(default=30, metadata={"range": (1, 100_000)})
+    batch_size: int = field(default=16, metadata={"range": (2, 4096)})
+    lr: float = field(default=3e-4, metadata={"range": (0.0, 1.0)})
+    beta1: float = field(default=0.95, metadata={"range": (0.0, 0.9999)})
+    min_lr_ratio: float = field(default=0.01, metadata={"range": (0.0, 1.0)})
+    average_last: float = field(default=0.2, metadata={
+        "range": (0.0, 1.0), "help": "weight averaging over this final fraction of epochs"})
+    bias_range: float = field(default=0.5, metadata={
+        "range": (0.0, 1.0), "help": "look-at offset prior U[-b, b] of the IC sample"})
+    gan: bool = field(default=True, metadata={"help": "WGAN-GP critic and generator terms"})
+    checkpoint_every: int = field(default=5, metadata={"range": (1, 100_000)})
+    max_minutes: float = field(default=0.0, metadata={
+        "range": (0.0, None), "help": "stop after this wall time (0 = none); schedules then "
+                                      "follow the time fraction"})
+    seed: int = 0
+
+
+@dataclass
+class CaslTrainConfig:
+    """CASL training (defaults: the small CPU model on SynthPeople's Market-HQ tree)."""
+
+    data: CaslDataConfig = field(default_factory=CaslDataConfig)
+    # from-scratch shape backbone: full lr (the reference's 0.05× was for a pretrained HRNet)
+    net: CaslNetConfig = field(default_factory=lambda: CaslNetConfig(shape_backbone_lr_scale=1.0))
+    loss: CaslLossConfig = field(default_factory=lambda: CaslLossConfig(warm_epochs=4.0))
+    encoder_loop: EncoderLoopConfig = field(default_factory=EncoderLoopConfig)
+    prototype: PrototypeLoopConfig = field(default_factory=PrototypeLoopConfig)
+    optim: CaslOptimConfig = field(default_factory=CaslOptimConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    ellipsoid: float = field(default=2.0, metadata={"range": (1e-3, None)})
+    sigma: float = field(default=7000.0, metadata={"range": (1e-3, None)})
+    out_dir: str = field(default="runs/casl", metadata={"help": "job directory"})
+    name: str = field(default="", metadata={"help": "run name (default: a timestamp)"})
+    resume: str = field(default="", metadata={"help": "checkpoint or run dir to resume from"})
+
+
+# ------------------------------------------------------------------------------ data
+def casl_records(cfg: CaslTrainConfig):
+    """(train, test) records of ``cfg.data``: the reader's train split (or ``all``) and its
+    test split (else the last tenth of train), capped by ``max_train`` / ``max_test``.
+
+    Raises:
+        FileNotFoundError: no data root.  ValueError: no training images.
+    """
+    records, _ = read_recon(cfg.data.reader, cfg.data.root)
+    train = [r for r in records if r.split in ("train", "all")]
+    test = [r for r in records if r.split == "test"] or train[-max(1, len(train) // 10):]
+    if not train:
+        raise ValueError(f"data.root: no training images under {cfg.data.root}")
+    if cfg.data.max_train:
+        train = train[: cfg.data.max_train]
+    if cfg.data.max_test:
+        test = test[: cfg.data.max_test]
+    return train, test
+
+
+def load_casl_data(cfg: CaslTrainConfig):
+    """(train, clean, test) datasets: training images inside ``data.ratio_range`` (augmented),
+    the prototype loop's clean subset inside ``data.clean_range``, the held-out images.
+
+    Raises:
+        ValueError: fewer training images than ``optim.batch_size`` after the ratio filter.
+    """
+    train_r, test_r = casl_records(cfg)
+    size = tuple(cfg.data.image_size)
+    aug = None if cfg.data.aug == "none" else cfg.data.aug
+    train = ReconstructionDataset(train_r, size, aug=aug, bg=cfg.data.bg,
+                                  ratio_range=tuple(cfg.data.ratio_range), seed=cfg.optim.seed)
+    if len(train) < cfg.optim.batch_size:
+        raise ValueError(f"data: {len(train)} training images after the foreground-ratio filter "
+                         f"{tuple(cfg.data.ratio_range)}, fewer than optim.batch_size "
+                         f"{cfg.optim.batch_size}")
+    clean = ReconstructionDataset(train_r, size, aug=aug, bg=cfg.data.bg,
+                                  ratio_range=tuple(cfg.data.clean_range), train=False)
+    test = ReconstructionDataset(test_r, size, aug=aug, bg=cfg.data.bg, train=False)
+    return train, clean, test
+
+
+# ------------------------------------------------------------------------------ schedules
+def step_settings(cfg: CaslTrainConfig) -> CaslStepSettings:
+    """The part of the config one training step reads."""
+    return CaslStepSettings(loss=cfg.loss, bias_range=cfg.optim.bias_range, gan=cfg.optim.gan,
+                            bg=cfg.data.bg)
+
+
+def casl_warm_up(cfg: CaslTrainConfig, clock: TrainingClock, epoch_f: float) -> float:
+    """Warm-up factor by fractional epoch (or by the time fraction under a budget)."""
+    return warm_up_factor(max(epoch_f, clock.progress(epoch_f) * clock.epochs), cfg.loss.warm_epochs)
+
+
+# ------------------------------------------------------------------------------ the loop
+ReportFn = Callable[[dict, pathlib.Path | None], None]
+
+
+def train_casl_loop(cfg: CaslTrainConfig, run_dir: str | os.PathLike, resume: str = "",
+                    device: torch.device | str | None = None,
+                    report: ReportFn | None = None) -> dict | None:
+    """Train CASL in this process (one rank of ``torch.distributed`` when a process group
+    exists); writes the run directory's files from rank 0.
+
+    Args:
+        cfg: the training config (its ``ray`` section is not read here).
+        run_dir: where metrics, checkpoints, templates and the final model go.
+        resume: a checkpoint file, checkpoint dir or run dir to continue from ("" = start).
+        device: default :func:`mirror3d.engine.runtime.default_device`.
+        report: ``report(metrics, checkpoint_file)`` called on every rank once per epoch; rank 0
+            passes the checkpoint file it has just written (else None). Inside Ray Train this
+            is :func:`mirror3d.platform.train.ray_report`.
+
+    Returns:
+        The training summary (rank 0; what ``train_summary.json`` holds), else None.
+
+    Raises:
+        FloatingPointError: a non-finite loss, naming the last good checkpoint.
+        ValueError / FileNotFoundError: bad data (see :func:`load_casl_data`).
+    """
+    run_dir = pathlib.Path(run_dir)
+    rank, world_size = world()
+    device = torch.device(device) if device is not None else default_device()
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.optim.seed + rank)
+    gen = torch.Generator().manual_seed(cfg.optim.seed * 1000 + rank)
+
+    train_ds, clean_ds, test_ds = load_casl_data(cfg)
+    model, disc = build_model(cfg)
+    model, disc = model.to(device), disc.to(device)
+    groups = model.encoder.param_groups()
+    opt_e = torch.optim.Adam([{"params": g["params"], "lr": cfg.optim.lr * g["lr_scale"],
+                               "lr_scale": g["lr_scale"]} for g in groups],
+                             lr=cfg.optim.lr, betas=(cfg.optim.beta1, 0.999), amsgrad=True)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, 0.999),
+                             amsgrad=True)
+    proto = PrototypeLoop(cfg.prototype)
+    enc_loop = EncoderLoop(cfg.encoder_loop.schedule)
+    settings = step_settings(cfg)
+    averaged = None
+    start_epoch, step = 0, 0
+    if resume:
+        state = load_checkpoint(resume, KIND)
+        model.load_state_dict(state["model"])
+        disc.load_state_dict(state["disc"])
+        opt_e.load_state_dict(state["opt_e"])
+        opt_d.load_state_dict(state["opt_d"])
+        proto.load_state_dict(state["prototype"])
+        start_epoch, step = int(state["epoch"]) + 1, int(state["step"])
+        if state.get("averaged") is not None:
+            averaged = torch.optim.swa_utils.AveragedModel(model, use_buffers=False)
+            averaged.load_state_dict(state["averaged"])
+
+    sampler = None
+    if world_size > 1:
+        sampler = torch.utils.data.DistributedSampler(train_ds, world_size, rank, shuffle=True,
+                                                      seed=cfg.optim.seed)
+    loader = torch.utils.data.DataLoader(train_ds, batch_size=cfg.optim.batch_size,
+                                         shuffle=sampler is None, sampler=sampler, drop_last=True,
+                                         num_workers=cfg.data.workers,
+                                         generator=torch.Generator().manual_seed(cfg.optim.seed))
+    clean_sampler = (torch.utils.data.DistributedSampler(clean_ds, world_size, rank, shuffle=False)
+                     if world_size > 1 else None)
+    clean_loader = torch.utils.data.DataLoader(clean_ds, batch_size=cfg.optim.batch_size,
+                                               sampler=clean_sampler, num_workers=cfg.data.workers)
+    test_loader = torch.utils.data.DataLoader(test_ds, batch_size=cfg.optim.batch_size)
+    sync = None
+    if world_size > 1:
+        # Data-parallel as DDP does it: equal initial parameters, gradients averaged across
+        # workers before every optimiser step. (DDP's module wrapper does not fit the step's
+        # several encoder/critic passes per backward, so the all-reduce is explicit.)
+        for p in list(model.parameters()) + list(disc.parameters()) + list(model.buffers()):
+            torch.distributed.broadcast(p.data, 0)
+        sync = all_reduce_grads
+
+    epochs = cfg.optim.epochs
+    clock = TrainingClock(epochs, cfg.optim.max_minutes)
+    progress = EpochProgress("train-casl", epochs, cfg.optim.max_minutes, start_epoch,
+                             enabled=rank == 0)
+    avg_from = epochs - max(1, int(round(cfg.optim.average_last * epochs))) \
+        if cfg.optim.average_last > 0 else epochs + 1
+
+    last_epoch = start_epoch - 1
+    for epoch in range(start_epoch, epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        train_ds.set_epoch(epoch)
+        lr_factor = clock.cosine(epoch, cfg.optim.min_lr_ratio)
+        for g in opt_e.param_groups:
+            g["lr"] = cfg.optim.lr * g.get("lr_scale", 1.0) * lr_factor
+        for g in opt_d.param_groups:
+            g["lr"] = cfg.optim.lr * lr_factor
+        model.train()
+        disc.train()
+        sums: dict = {}
+        n = 0
+        t0 = time.time()
+        for i, batch in enumerate(loader):
+            warm = casl_warm_up(cfg, clock, epoch + i / max(1, len(loader)))
+            x = batch["image"].to(device)
+            try:
+                m = casl_step(model, disc, opt_e, opt_d, x, settings, enc_loop.frozen(step), warm,
+                              gen, sync)
+            except FloatingPointError:
+                raise non_finite_loss("CASL", epoch, step, run_dir, resume) from None
+            step += 1
+            n += 1
+            for k, v in m.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if clock.out_of_time_all(device):  # the budget ends between steps, not epochs
+                break
+        metrics = {k: v / max(n, 1) for k, v in sums.items()}
+        averaging = epoch >= avg_from or (cfg.optim.average_last > 0 and
+                                          clock.progress(epoch + 1) >= 1.0 - cfg.optim.average_last)
+        if averaging:
+            if averaged is None:
+                averaged = torch.optim.swa_utils.AveragedModel(model, use_buffers=False)
+            else:
+                averaged.update_parameters(model)
+        warm_now = casl_warm_up(cfg, clock, epoch + 1)
+        if proto.due(epoch, averaging):
+            metrics.update(prototype_update(model, proto, clean_loader, warm_now, device,
+                                            all_reduce_sum))
+            if rank == 0:
+                export_mesh(run_dir / "templates" / f"epoch_{epoch:04d}.obj",
+                            model.template.cpu(), model.faces.cpu(), model.face_uvs.cpu(), None)
+        stop = clock.out_of_time_all(device)
+        final = stop or epoch == epochs - 1
+        epoch_seconds = time.time() - t0
+        metrics.update(epoch=epoch, steps=n, lr_factor=lr_factor, warm=warm_now,
+                       epoch_seconds=epoch_seconds, elapsed_seconds=clock.elapsed())
+        ckpt_file = None
+        if rank == 0:
+            append_metrics(run_dir, metrics)
+            progress.epoch(epoch, steps=n, seconds=epoch_seconds, metrics=metrics,
+                           main=("loss", "train_mask_iou"))
+            if final or (epoch + 1) % cfg.optim.checkpoint_every == 0:
+                ckpt_file = save_checkpoint(
+                    run_dir / "checkpoints" / f"epoch_{epoch:04d}" / CHECKPOINT_FILE, KIND,
+                    {"model": model.state_dict(), "disc": disc.state_dict(),
+                     "opt_e": opt_e.state_dict(), "opt_d": opt_d.state_dict(),
+                     "prototype": proto.state_dict(), "epoch": epoch, "step": step,
+                     "averaged": averaged.state_dict() if averaged is not None else None,
+                     "config": config_to_dict(cfg), "metrics": metrics})
+        if report is not None:
+            report(metrics, ckpt_file)
+        last_epoch = epoch
+        if stop:
+            break
+
+    if rank != 0:
+        return None
+    final_model = model
+    if averaged is not None:
+        final_model = copy.deepcopy(model)
+        final_model.load_state_dict(averaged.module.state_dict())
+        final_model.template.copy_(model.template)
+        reestimate_bn(final_model, loader, lambda b: final_model.encode(b["image"].to(device)), 30)
+    iou = held_out_mask_iou(final_model, test_loader, device)
+    save_checkpoint(run_dir / "model_final.pt", KIND,
+                    {"model": final_model.state_dict(), "epoch": last_epoch, "step": step,
+                     "config": config_to_dict(cfg), "disc": None, "opt_e": None,
+                     "opt_d": None, "prototype": proto.state_dict(), "averaged": None,
+                     "metrics": {"held_out_mask_iou": iou}})
+    export_mesh(run_dir / "template_final.obj", model.template.cpu(), model.faces.cpu(),
+                model.face_uvs.cpu(), None)
+    summary: dict[str, Any] = {"held_out_mask_iou": iou, "epochs_run": last_epoch + 1,
+                               "steps": step, "minutes": clock.elapsed() / 60.0,
+                               "template_updates": proto.updates}
+    atomic_write(run_dir / "train_summary.json", json.dumps(summary, indent=2))
+    return summary

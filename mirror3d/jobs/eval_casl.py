@@ -1,0 +1,107 @@
+"""Job ``eval-casl``: metrics and pictures of a trained CASL run — MaskIoU, SSIM, Fréchet
+distances of reconstructions / novel views / ±90° views, and on SynthPeople the 3D truth
+(Chamfer-L2, camera errors, novel-view MaskIoU) — in this process, no Ray.
+
+    python -m mirror3d eval-casl runs/casl/<run>
+    python -m mirror3d eval-casl runs/casl/<run> --max_images 64 --pictures false
+    python -m mirror3d eval-casl runs/casl/<run> --data.root data/other/Market-HQ   # other data
+    python -m mirror3d eval-casl runs/casl/<run> --smoke    # a few images, one sample picture
+
+``data`` holds optional overrides of the run's own data config (the keys of train-casl's
+``data`` section; unset keys keep the values the run was trained with): ``--data.root DIR``
+evaluates on another tree of the same layout, ``--data.reader`` reads another layout. The model
+always comes from the checkpoint. Writes ``RUN_DIR/eval/`` (``metrics.json``, ``metrics.md``,
+``per_image.jsonl``, pictures; :func:`mirror3d.engine.casl_eval.evaluate_casl`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from mirror3d.engine.casl_eval import EvalCaslOptions, evaluate_casl
+from mirror3d.utils.config import ConfigError
+
+__all__ = ["CONFIG", "POSITIONAL", "EvalCaslConfig", "CaslDataOverrides", "run"]
+
+
+@dataclass
+class CaslDataOverrides:
+    """Overrides of the run's ``data`` section (train-casl's CaslDataConfig); none = as trained."""
+
+    root: str | None = field(default=None, metadata={
+        "help": "dataset root in the layout of data.reader"})
+    reader: str | None = field(default=None, metadata={
+        "choices": ["market_hq", "atr", "cub", "folder"], "help": "reconstruction reader"})
+    image_size: tuple[int, int] | None = field(default=None, metadata={
+        "range": (8, 4096), "help": "W,H of inputs and renders (must be the model's)"})
+    aug: str | None = field(default=None, metadata={"choices": ["market", "atr", "cub", "none"]})
+    bg: bool | None = field(default=None, metadata={"help": "keep real backgrounds"})
+    ratio_range: tuple[float, float] | None = field(default=None, metadata={
+        "range": (0.0, 1.0), "help": "training-set foreground-ratio filter (unused here)"})
+    clean_range: tuple[float, float] | None = field(default=None, metadata={
+        "range": (0.0, 1.0), "help": "the prototype loop's clean subset (unused here)"})
+    max_train: int | None = field(default=None, metadata={"range": (0, None), "help": "unused here"})
+    max_test: int | None = field(default=None, metadata={
+        "range": (0, None), "help": "cap of held-out images (0 = all); max_images replaces it"})
+    workers: int | None = field(default=None, metadata={"range": (0, 64), "help": "DataLoader workers"})
+
+    def as_updates(self) -> dict[str, Any]:
+        """``{"data.<key>": value}`` for every key that is set."""
+        return {f"data.{f.name}": getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) is not None}
+
+
+@dataclass
+class EvalCaslConfig:
+    """Evaluate a train-casl run."""
+
+    run_dir: str = field(default="", metadata={"help": "a train-casl run directory; required"})
+    max_images: int = field(default=0, metadata={
+        "range": (0, None),
+        "help": "evaluate at most N held-out images (0 = all; replaces the run's data.max_test)"})
+    batch_size: int = field(default=16, metadata={"range": (1, None)})
+    seed: int = field(default=0, metadata={"range": (0, None), "help": "seed of the random novel views"})
+    samples: int = field(default=6, metadata={
+        "range": (0, None), "help": "test images shown in the pictures (turntables, meshes, grids)"})
+    chamfer_points: int = field(default=10000, metadata={
+        "range": (1, None), "help": "surface points per mesh for the SynthPeople Chamfer distance"})
+    pictures: bool = field(default=True, metadata={"help": "write the pictures (false: metrics only)"})
+    fid_model: str | None = field(default=None, metadata={
+        "help": "TorchScript file of the pytorch-fid TF-Inception pool3 network (then the "
+                "distances are reported as FID, else as FD_randcnn)"})
+    progress: bool = field(default=False, metadata={"help": "show a progress bar"})
+    data: CaslDataOverrides = field(default_factory=CaslDataOverrides)
+
+    def options(self) -> EvalCaslOptions:
+        return EvalCaslOptions(max_images=self.max_images, batch_size=self.batch_size,
+                               seed=self.seed, samples=self.samples,
+                               chamfer_points=self.chamfer_points, pictures=self.pictures,
+                               fid_model=self.fid_model)
+
+
+CONFIG = EvalCaslConfig
+POSITIONAL = ("run_dir",)
+
+
+def _f(v) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def run(cfg: EvalCaslConfig) -> int:
+    if not cfg.run_dir:
+        raise ConfigError("run_dir: required (a train-casl run directory)")
+    m = evaluate_casl(cfg.run_dir, cfg.data.as_updates(), cfg.options(), progress=cfg.progress)
+    fd = m["fd"]
+    line = (f"eval-casl: N={m['data']['n_images']} MaskIoU {m['mask_iou_pct']:.1f}% "
+            f"SSIM {m['ssim_pct']:.1f}% {fd['metric']} recon/novel/90 {_f(fd['recon']['value'])}/"
+            f"{_f(fd['novel']['value'])}/{_f(fd['90']['value'])}")
+    s = m.get("synthpeople")
+    if s:
+        line += (f"; SynthPeople: Chamfer {s['chamfer_l2']['prediction_mean']:.4f} "
+                 f"(initial template {s['chamfer_l2']['template_init_mean']:.4f}), median "
+                 f"azimuth error {s['camera']['azimuth_median_deg']:.1f} deg, novel-view "
+                 f"MaskIoU {s['novel_view_mask_iou_pct']:.1f}%")
+    print(line)
+    print(f"eval-casl: wrote {m['run_dir']}/eval")
+    return 0

@@ -1,0 +1,98 @@
+"""CASL on Ray Train: the driver around :func:`mirror3d.engine.casl_train.train_casl_loop`, and
+the ablation runner (Zheng et al. 2022, "3D Magic Mirror", Table 4).
+
+:func:`train_casl` checks the data and the resume checkpoint before Ray or a run directory
+exists, makes the run directory (``<out_dir>/<name>``, kept on failure so that a run can be
+resumed from its checkpoints) with its ``config.yaml``, and runs the engine's loop on
+``ray.num_workers`` Ray Train workers (:func:`mirror3d.platform.train.fit`;
+docs/architecture.md). Each worker trains on its device with
+:func:`mirror3d.platform.train.ray_report` as the loop's per-epoch report.
+
+:func:`run_ablation` trains every variant of :mod:`mirror3d.engine.casl_ablation` with
+:func:`train_casl` and evaluates it with :func:`mirror3d.engine.casl_eval.evaluate_casl`
+(reusing variants already finished with the same settings), then writes ``ablation.json`` and
+``ablation.md`` under ``runs/ablate_casl/<name>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+
+from mirror3d.engine.casl_ablation import (PAPER_TABLE4, AblationConfig, ablation_markdown,
+                                           ablation_row, finished_metrics, variant_config)
+from mirror3d.engine.casl_eval import EvalCaslOptions, evaluate_casl
+from mirror3d.engine.casl_train import KIND, CaslTrainConfig, load_casl_data, train_casl_loop
+from mirror3d.platform.train import ScalingSpec, fit, ray_report, worker_device
+from mirror3d.utils.checkpoint import resolve_resume
+from mirror3d.utils.config import config_from_dict, config_to_dict, save_config, update_config
+from mirror3d.utils.files import atomic_write
+from mirror3d.utils.rundir import default_run_name
+
+__all__ = ["train_casl", "casl_worker", "run_ablation"]
+
+
+def casl_worker(loop_config: dict) -> None:
+    """Ray Train worker entry: the engine's loop on this worker's device, reporting to Ray."""
+    cfg = config_from_dict(CaslTrainConfig, loop_config["config"])
+    train_casl_loop(cfg, loop_config["run_dir"], loop_config.get("resume") or "",
+                    device=worker_device(), report=ray_report)
+
+
+def train_casl(cfg: CaslTrainConfig) -> pathlib.Path:
+    """Train through Ray Train; returns the run directory, which holds ``config.yaml``,
+    ``metrics.jsonl``, ``checkpoints/``, ``templates/``, ``model_final.pt``,
+    ``template_final.obj`` and ``train_summary.json``.
+
+    Raises:
+        FileNotFoundError / ValueError: bad data or resume checkpoint (before any run directory
+            or Ray exists; a foreign checkpoint is a ``CheckpointError``).
+        FloatingPointError: a non-finite loss (see :func:`mirror3d.engine.runtime.non_finite_loss`).
+        mirror3d.platform.train.TrainingFailed: a worker failed otherwise.
+    """
+    # workers run in their own directories: ship an absolute data path
+    cfg = update_config(cfg, {"data.root": str(pathlib.Path(cfg.data.root).resolve())})
+    load_casl_data(cfg)  # fail fast on bad data, before a run directory or Ray exists
+    resume = resolve_resume(cfg.resume, KIND)
+    run_dir = (pathlib.Path(cfg.out_dir) / (cfg.name or default_run_name())).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    loop_config = {"config": config_to_dict(cfg), "run_dir": str(run_dir), "resume": resume}
+    fit(casl_worker, loop_config, run_dir=run_dir,
+        scaling=ScalingSpec(cfg.ray.num_workers, cfg.ray.use_gpu, cfg.ray.cpus_per_worker),
+        max_failures=cfg.ray.max_failures)
+    return run_dir
+
+
+def run_ablation(cfg: AblationConfig, progress: bool = True) -> pathlib.Path:
+    """Train and evaluate every variant (reusing finished ones); returns ``ablation.md``."""
+    if not cfg.variants:
+        raise ValueError("variants: expected at least one variant")
+    root = (pathlib.Path(cfg.out_dir) / cfg.name).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, root / "config.yaml")
+    rows = []
+    for variant in cfg.variants:
+        vcfg = variant_config(cfg, variant, root)
+        run = root / variant
+        metrics = finished_metrics(run, vcfg)
+        if metrics is None:
+            print(f"[ablate-casl] {variant}: training", flush=True)
+            if run.exists():
+                shutil.rmtree(run)
+            train_casl(vcfg)
+            opts = EvalCaslOptions(max_images=cfg.eval_images, samples=cfg.eval_samples,
+                                   chamfer_points=cfg.eval_chamfer_points)
+            metrics = evaluate_casl(run, options=opts, progress=progress)
+        else:
+            print(f"[ablate-casl] {variant}: reused", flush=True)
+        summary = json.loads((run / "train_summary.json").read_text())
+        rows.append(ablation_row(variant, metrics, summary))
+    budget = (f"{cfg.minutes:g} min of training" if cfg.minutes
+              else f"{cfg.base.optim.epochs} epochs")
+    atomic_write(root / "ablation.json", json.dumps({"budget": budget, "rows": rows,
+                                                     "paper_table4": PAPER_TABLE4}, indent=2))
+    md = root / "ablation.md"
+    atomic_write(md, ablation_markdown(rows, budget))
+    return md

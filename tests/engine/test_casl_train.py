@@ -1,0 +1,104 @@
+"""The CASL training loop in one process, without Ray (mirror3d.engine.casl_train)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import dataset_fixtures
+from mirror3d.engine.casl_train import (CaslTrainConfig, casl_records, casl_warm_up,
+                                        load_casl_data, step_settings, train_casl_loop)
+from mirror3d.engine.runtime import TrainingClock
+from mirror3d.jobs import resolve_config
+from mirror3d.models.casl import load_casl
+from mirror3d.utils.checkpoint import latest_checkpoint, load_checkpoint
+from mirror3d.utils.config import update_config
+
+
+@pytest.fixture
+def hq(tmp_path):
+    return dataset_fixtures.make_market_hq(tmp_path / "d", size=(32, 64))
+
+
+def _cfg(root, **updates):
+    """train-casl's smoke preset on the Market-HQ fixture (every image kept)."""
+    cfg = resolve_config("train-casl", "smoke", overrides=[
+        "--data.root", str(root), "--data.ratio_range", "0.0,1.0", "--data.clean_range", "0.0,1.0"])
+    return update_config(cfg, updates) if updates else cfg
+
+
+def test_smoke_preset_is_the_old_smoke_config():
+    cfg = resolve_config("train-casl", "smoke")
+    assert (cfg.optim.epochs, cfg.optim.batch_size, cfg.optim.checkpoint_every) == (2, 4, 1)
+    assert (cfg.data.image_size, cfg.data.max_train, cfg.data.max_test) == ((32, 64), 16, 8)
+    assert (cfg.loss.warm_epochs, cfg.prototype.every) == (1.0, 1)
+    rest = update_config(cfg, {"optim.epochs": 30, "optim.batch_size": 16, "optim.checkpoint_every": 5,
+                               "data.image_size": (64, 128), "data.max_train": 0, "data.max_test": 256,
+                               "loss.warm_epochs": 4.0, "prototype.every": 2})
+    assert rest == CaslTrainConfig()
+
+
+def test_loop_trains_checkpoints_reports_and_resumes(tmp_path, hq, capsys):
+    cfg = _cfg(hq)
+    run = tmp_path / "run"
+    reports = []
+    summary = train_casl_loop(cfg, run, report=lambda m, f: reports.append((m["epoch"], f)))
+    assert summary == json.loads((run / "train_summary.json").read_text())
+    assert summary["epochs_run"] == 2 and 0.0 <= summary["held_out_mask_iou"] <= 100.0
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [0, 1]
+    assert all(np.isfinite(m["loss"]) for m in lines)
+    # one readable progress line per epoch (rank 0), with the main loss and metric
+    out = [x for x in capsys.readouterr().out.splitlines() if x.startswith("train-casl")]
+    assert len(out) == 2 and out[0].startswith("train-casl  epoch 1/2")
+    assert "loss" in out[0] and "train_mask_iou" in out[0] and "ETA" in out[1]
+    # every epoch reported once, with the checkpoint written (checkpoint_every 1)
+    assert [e for e, _ in reports] == [0, 1]
+    assert [f.parent.name for _, f in reports] == ["epoch_0000", "epoch_0001"]
+    # the prototype loop runs every epoch in the smoke preset until weight averaging starts
+    # (the last epoch of two), and exports the template at each update
+    assert sorted(p.name for p in (run / "templates").glob("*.obj")) == ["epoch_0000.obj"]
+    assert "prototype_move" in lines[0] and "prototype_move" not in lines[1]
+    assert (run / "template_final.obj").is_file()
+    state = load_checkpoint(run, "casl")
+    assert state["epoch"] == 1 and "template" in state["model"] and state["averaged"] is not None
+    assert not torch.equal(state["model"]["template"], state["model"]["template_init"])
+    final = load_checkpoint(run / "model_final.pt", "casl")
+    assert final["metrics"]["held_out_mask_iou"] == summary["held_out_mask_iou"]
+    assert load_casl(run).model.image_size == (32, 64)
+
+    # resume for one more epoch (a run directory resumes from its newest checkpoint)
+    run2 = tmp_path / "resumed"
+    train_casl_loop(update_config(cfg, {"optim.epochs": 3}), run2, resume=str(run))
+    lines2 = [json.loads(x) for x in (run2 / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines2] == [2]
+    assert json.loads((run2 / "train_summary.json").read_text())["epochs_run"] == 3
+
+    # a NaN loss stops training with a message naming the last good checkpoint, kept intact
+    good = latest_checkpoint(run2)
+    before = good.read_bytes()
+    bad = update_config(cfg, {"optim.epochs": 5, "loss.iou": float("inf")})
+    with pytest.raises(FloatingPointError, match=r"non-finite CASL loss at epoch 3, step \d+"
+                                                 r".*last good checkpoint: .*epoch_0002"):
+        train_casl_loop(bad, tmp_path / "nan", resume=str(good))
+    assert good.read_bytes() == before
+    assert not (tmp_path / "nan" / "model_final.pt").exists()
+
+
+def test_data_checks_and_schedules(tmp_path, hq):
+    train, test = casl_records(_cfg(hq))
+    assert len(train) == 5 and len(test) == 2  # the fixture: train_all 5, query 2
+    assert len(casl_records(_cfg(hq, **{"data.max_train": 3, "data.max_test": 1}))[0]) == 3
+    with pytest.raises(ValueError, match="optim.batch_size"):
+        load_casl_data(_cfg(hq, **{"optim.batch_size": 64}))
+    with pytest.raises(FileNotFoundError):
+        load_casl_data(_cfg(tmp_path / "missing"))
+    cfg = _cfg(hq)
+    s = step_settings(cfg)
+    assert (s.loss, s.bias_range, s.gan, s.bg) == (cfg.loss, 0.5, True, True)
+    clock = TrainingClock(2)
+    assert casl_warm_up(cfg, clock, 0.0) == pytest.approx(0.01)
+    assert casl_warm_up(cfg, clock, 1.0) == 1.0  # warm_epochs 1 in the smoke preset
