@@ -35,6 +35,7 @@ from mirror3d.utils.config import (
     config_fields,
     dump_yaml,
     format_value,
+    load_config,
     parse_overrides,
     save_config,
 )
@@ -136,8 +137,6 @@ def config_tokens(args: argparse.Namespace) -> list[str]:
 
 def config_from_args(cls: type, args: argparse.Namespace) -> Any:
     """The config resolved from ``args`` without presets: defaults < ``--config FILE`` < options."""
-    from mirror3d.utils.config import load_config
-
     return load_config(cls, getattr(args, "config", None), config_tokens(args))
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TypeVar
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -207,8 +208,6 @@ def estimate_mask(
         mask: (H, W) bool. It can be empty (e.g. a uniform image); callers that train on it
         check with :func:`check_nonempty`.
     """
-    import cv2
-
     if isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGB"))
     image = np.asarray(image)

@@ -1,7 +1,7 @@
 """Visible-part lifting: the camera-facing surface of a reconstructed mesh, coloured by the photo.
 
 This is the OG-Net paper's "3D visible part" input (Table I), and with the background pixels
-added at the body's mean depth its best input, "3D visible part + 2D background" (ognet.md §3).
+added at the body's mean depth its best input, "3D visible part + 2D background" (Zheng et al. 2021, OG-Net, Table I).
 
 Given a reconstruction of one image — mesh vertices in the object frame, faces, and the camera
 that sees the object as in the photo — :func:`visible_surface_points`

@@ -17,7 +17,12 @@ from __future__ import annotations
 import os
 import pathlib
 
+import matplotlib
 import numpy as np
+import trimesh
+
+matplotlib.use("Agg", force=False)  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend choice)
 
 __all__ = ["VIEWS", "splat", "fit_scale", "render_views", "save_lift_picture", "export_ply",
            "load_ply"]
@@ -129,10 +134,6 @@ def save_lift_picture(points: np.ndarray, image: np.ndarray | None, path: str | 
         points: (N, 6).  image: (H, W, 3) uint8 or None.
         size: (H, W) of each view panel.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
     panels = render_views(points, size=size, radius=radius)
     names = ["front", "side", "top"]
@@ -158,8 +159,6 @@ def save_lift_picture(points: np.ndarray, image: np.ndarray | None, path: str | 
 
 def export_ply(points: np.ndarray, path: str | os.PathLike) -> pathlib.Path:
     """Write a coloured point cloud (N, 6) as PLY (binary; colours as uint8 RGBA)."""
-    import trimesh
-
     p = _check_points(points)
     colors = np.round(np.clip(p[:, 3:], 0, 1) * 255).astype(np.uint8)
     rgba = np.concatenate([colors, np.full((len(p), 1), 255, np.uint8)], axis=1)
@@ -172,8 +171,6 @@ def export_ply(points: np.ndarray, path: str | os.PathLike) -> pathlib.Path:
 
 def load_ply(path: str | os.PathLike) -> np.ndarray:
     """Read a PLY point cloud back as (N, 6) float32 [x, y, z, r, g, b] (rgb in [0, 1])."""
-    import trimesh
-
     cloud = trimesh.load(path, file_type="ply", process=False)
     if not isinstance(cloud, trimesh.PointCloud):
         raise ValueError(f"path: {path} does not hold a point cloud (got {type(cloud).__name__})")

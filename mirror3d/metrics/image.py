@@ -37,6 +37,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import linalg
 
 __all__ = [
     "mask_iou",
@@ -188,8 +189,6 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     Raises:
         ValueError: shapes disagree, or the square root has a large imaginary component.
     """
-    from scipy import linalg
-
     mu1, mu2 = _as_np(mu1, "mu1", 1), _as_np(mu2, "mu2", 1)
     sigma1, sigma2 = _as_np(sigma1, "sigma1", 2), _as_np(sigma2, "sigma2", 2)
     d = mu1.shape[0]

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mirror3d.metrics.image import mask_iou
 from mirror3d.render.camera import Camera, look_at_camera
 from mirror3d.render.chamfer import chamfer_distance
 from mirror3d.render.mesh import check_mesh, sample_points_on_faces
@@ -233,8 +234,6 @@ def novel_view_mask_iou(pred_verts: torch.Tensor, pred_faces: torch.Tensor, gt_v
     Returns:
         (B,) IoU in [0, 1] (1 when both silhouettes are empty).
     """
-    from mirror3d.metrics.image import mask_iou
-
     _check_verts(pred_verts, pred_faces, "pred")
     _check_verts(gt_verts, gt_faces, "gt")
     if gt_verts.shape[0] != pred_verts.shape[0]:

@@ -37,6 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mirror3d.metrics.rerank import rerank_features
+
 __all__ = ["evaluate", "rank_gallery", "scale_tta_features", "METRICS"]
 
 logger = logging.getLogger(__name__)
@@ -283,8 +285,6 @@ def evaluate(
     g_cams = _as_labels(gallery_camids, "gallery_camids", n_g, "gallery_feats rows", device)
 
     if rerank:
-        from mirror3d.metrics.rerank import rerank_features
-
         dist = rerank_features(qf, gf, metric=metric, **dict(rerank_kwargs or {}))  # (Q, G) numpy
 
         def chunk_scores(s: int, e: int) -> torch.Tensor:

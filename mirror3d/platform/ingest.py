@@ -78,14 +78,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import ray
+import torch
+from ray.data.collate_fn import NumpyBatchCollateFn  # iter_torch_batches picks the format from it
+from ray.data.expressions import col
 
 from mirror3d.data.decode import BAD_LIST_NAME, decode_image, one_line, write_bad_list
 from mirror3d.data.records import ReconRecord, ReidRecord
 from mirror3d.data.transforms import resize_pair
 from mirror3d.utils.files import atomic_write
-
-# Ray's numpy collate base class: iter_torch_batches picks the batch format from it.
-from ray.data.collate_fn import NumpyBatchCollateFn
 
 __all__ = [
     "COLUMNS",
@@ -169,8 +171,6 @@ def records_to_table(records: Sequence[ReidRecord | ReconRecord], missing_mask: 
         pyarrow.Table with columns row (index in ``records``), path, mask_path (nullable), mask_threshold, mask_source,
         bbox_x / bbox_y / bbox_w / bbox_h (NaN without a box), pid, camid, label, split, dataset.
     """
-    import pyarrow as pa
-
     if missing_mask not in MISSING_MASK_CHOICES:
         raise ValueError(f"missing_mask must be one of {MISSING_MASK_CHOICES}, got {missing_mask!r}")
     records = list(records)
@@ -321,8 +321,6 @@ def _check_args(image_size, num_blocks, batch_size, num_cpus, concurrency, resam
 def default_num_blocks(n: int, rows_per_block: int = 64) -> int:
     """Blocks for ``n`` rows: ``ceil(n / rows_per_block)``, but at least one per cluster CPU
     (when Ray is up) so a small dataset still spreads, and never more than ``n``."""
-    import ray
-
     cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else 1
     return max(1, min(n, max(cpus, math.ceil(n / rows_per_block))))
 
@@ -364,8 +362,6 @@ def records_to_dataset(
         Dataset with the columns :data:`COLUMNS` plus ``ok`` (bool) and ``error`` (str); failed
         rows hold placeholder pixels. Use :func:`ingest` to apply the bad-data policy.
     """
-    import ray
-
     image_size = _check_args(image_size, num_blocks, batch_size, num_cpus, concurrency, resample)
     table = records_to_table(records, missing_mask)
     n = table.num_rows
@@ -432,8 +428,6 @@ def ingest(
         IngestError: failure rate above ``max_failure_rate`` (after writing the list).
         ValueError: bad arguments or records.
     """
-    from ray.data.expressions import col
-
     if (not isinstance(max_failure_rate, (int, float)) or isinstance(max_failure_rate, bool)
             or not 0.0 <= max_failure_rate <= 1.0):
         raise ValueError(f"max_failure_rate must be a number in [0, 1], got {max_failure_rate!r}")
@@ -501,8 +495,6 @@ class TensorCollate(NumpyBatchCollateFn):
         self.columns = None if columns is None else tuple(columns)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        import torch
-
         names = [c for c in TENSOR_COLUMNS if c in batch] if self.columns is None else list(self.columns)
         out = {}
         for name in names:

@@ -26,7 +26,7 @@ __all__ = ["available", "rasterize"]
 def available() -> bool:
     """True when kaolin's DIB-R rasteriser imports (checked once, logged once)."""
     try:
-        from kaolin.render.mesh import dibr_rasterization  # noqa: F401
+        from kaolin.render.mesh import dibr_rasterization  # noqa: F401  (optional: real kaolin + CUDA only)
     except Exception as exc:  # the PyPI placeholder raises on import
         log.debug("kaolin backend unavailable: %s", exc)
         return False
@@ -41,7 +41,7 @@ def rasterize(face_ndc: torch.Tensor, face_depth: torch.Tensor, valid: torch.Ten
     Args:
         face_ndc: (B, F, 3, 2).  face_depth: (B, F, 3) positive depth.  valid: (B, F) bool.
     """
-    from kaolin.render.mesh import dibr_rasterization
+    from kaolin.render.mesh import dibr_rasterization  # optional: only where kaolin and CUDA exist
 
     h, w = image_size
     bsz, n_faces = face_ndc.shape[:2]

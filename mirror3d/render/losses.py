@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from mirror3d.render.mesh import (
-    _check_laplacian,
+    check_laplacian,
     check_mesh,
     edge_face_pairs,
     face_normals,
@@ -71,7 +71,7 @@ def laplacian_loss(delta: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
         Scalar ``sum_{v, c} (L δ)_{v,c}^2 / B`` (the reference's ``mean(.) * V * 3``).
     """
     _check_delta(delta)
-    _check_laplacian(L)
+    check_laplacian(L)
     if L.shape[0] != delta.shape[1]:
         v = delta.shape[1]
         raise ValueError(f"L must be ({v}, {v}) to match delta, got {tuple(L.shape)}")

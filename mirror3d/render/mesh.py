@@ -17,6 +17,7 @@ import torch
 
 __all__ = [
     "check_mesh",
+    "check_laplacian",
     "face_normals",
     "face_areas",
     "unique_edges",
@@ -95,7 +96,7 @@ def _check_batched_features(x: torch.Tensor, num_verts: int, name: str) -> None:
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
 
 
-def _check_laplacian(L: torch.Tensor, name: str = "L") -> None:
+def check_laplacian(L: torch.Tensor, name: str = "L") -> None:
     if not isinstance(L, torch.Tensor) or L.ndim != 2 or L.shape[0] != L.shape[1]:
         shape = tuple(L.shape) if isinstance(L, torch.Tensor) else type(L).__name__
         raise ValueError(f"{name} must be a square (V, V) tensor, got {shape}")
@@ -244,7 +245,7 @@ def uniform_laplacian(
 
 def laplacian_apply(L: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``L @ x`` per batch element. L: (V, V), x: (B, V, C) -> (B, V, C)."""
-    _check_laplacian(L)
+    check_laplacian(L)
     _check_batched_features(x, L.shape[0], "x")
     return torch.matmul(L.to(dtype=x.dtype), x)
 
@@ -264,7 +265,7 @@ def laplacian_smooth(
         x: (B, V, C) or (V, C).
         L: (V, V).
     """
-    _check_laplacian(L)
+    check_laplacian(L)
     if int(passes) != passes or passes < 0:
         raise ValueError(f"passes must be a non-negative integer, got {passes}")
     unbatched = isinstance(x, torch.Tensor) and x.ndim == 2

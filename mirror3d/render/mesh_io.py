@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import trimesh
+from PIL import Image
 
 __all__ = ["MeshData", "export_mesh", "load_mesh", "split_uv_seams"]
 
@@ -230,9 +232,6 @@ def export_mesh(path, verts, faces, face_uvs=None, texture=None) -> Path:
     Returns:
         The path of the mesh file.
     """
-    import trimesh
-    from PIL import Image
-
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in _SUFFIXES:
@@ -304,8 +303,6 @@ def load_mesh(path, merge_seams: bool = True) -> MeshData:
         FileNotFoundError: the file does not exist.
         ValueError: the file cannot be read as a triangle mesh.
     """
-    import trimesh
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"mesh file not found: {str(path)!r}")

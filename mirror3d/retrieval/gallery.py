@@ -40,7 +40,7 @@ DEFAULT_MAX_CHUNK_ELEMENTS = 1 << 25
 def faiss_available() -> bool:
     """True when ``import faiss`` works."""
     try:
-        import faiss  # noqa: F401
+        import faiss  # noqa: F401  (optional extra `mirror3d[faiss]`: imported only when asked for)
     except ImportError:
         return False
     return True
@@ -194,7 +194,7 @@ class GalleryIndex:
         return scores, idx
 
     def _search_faiss(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        import faiss  # guarded by _resolve_backend
+        import faiss  # optional extra, guarded by _resolve_backend
 
         if self._faiss_index is None:
             index = faiss.IndexFlatIP(self.dim)

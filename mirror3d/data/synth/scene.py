@@ -14,7 +14,7 @@ Camera ids (Market-style, 1-based in file names, 0-based ``camid`` in code). Cam
   detector boxes);
 - a light bias: l0 mean U(2.75, 3.25) and l1..l3 U(−0.07, 0.07); per image l0 ± 0.1 clipped to
   [2.5, 3.5] and l1..l8 ± 0.02 clipped to [−0.1, 0.1], i.e. inside the range CASL's light
-  encoder can represent (casl.md "Output ranges").
+  encoder can represent (the light encoder of Zheng et al. 2022, see mirror3d/models/casl/encoders.py).
 
 So two images from one camera share background style, light and viewpoint sector, and
 same-camera matches are easier than cross-camera ones, as in Market-1501.

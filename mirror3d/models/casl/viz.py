@@ -21,9 +21,13 @@ import pathlib
 import re
 from collections.abc import Mapping, Sequence
 
+import matplotlib
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+matplotlib.use("Agg", force=False)  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend choice)
 
 from mirror3d.models.casl.inference import CameraParams, Reconstruction
 from mirror3d.render.camera import look_at_camera
@@ -211,10 +215,6 @@ def camera_histograms(path, predicted: Mapping[str, Sequence[float]],
     """Histograms of predicted azimuth, elevation, distance, look-at x and y, and mean |δ|
     (keys ``azimuth``, ``elevation``, ``distance``, ``bias_x``, ``bias_y``, ``mean_abs_delta``),
     with the truth overlaid where ``truth`` has the same key."""
-    import matplotlib  # heavy (~0.5 s) and needed only for this picture: imported here
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
     panels = [("azimuth", "azimuth (deg)", np.arange(-180, 181, 15)),
               ("elevation", "elevation (deg)", 20), ("distance", "distance", 20),
