@@ -12,7 +12,7 @@ import yaml
 from mirror3d.cli import main
 from mirror3d.jobs import JOBS, PRESETS_DIR, job_module, resolve_config
 from mirror3d.jobs.turntable import TurntableConfig
-from mirror3d.utils.config import config_to_dict, dump_yaml, load_config
+from mirror3d.utils.config import config_to_dict, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 

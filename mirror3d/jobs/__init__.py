@@ -83,21 +83,6 @@ def preset_path(name: str, preset: str) -> pathlib.Path:
     return p
 
 
-def _composed(name: str, preset: str, path: pathlib.Path) -> tuple[dict[str, Any], pathlib.Path]:
-    """(section -> other job's preset file, the preset without its ``compose`` key as a file)."""
-    data = yaml.safe_load(path.read_text()) or {}
-    compose = data.pop("compose", None) if isinstance(data, dict) else None
-    if not compose:
-        return {}, path
-    if not isinstance(compose, dict):
-        raise ConfigError(f"config file {path}: compose: expected a mapping section -> job")
-    sections = {}
-    for section, job in compose.items():
-        sub = PRESETS_DIR / str(job) / f"{preset}.yaml"
-        sections[section] = sub if sub.is_file() else preset_path(str(job), "default")
-    return sections, data
-
-
 def resolve_config(name: str, preset: str = "default", config_file: str | None = None,
                    overrides: list[str] | None = None, cls: type | None = None) -> Any:
     """Job ``name``'s config: dataclass defaults < preset < ``config_file`` < dotted overrides."""

@@ -24,11 +24,9 @@ from mirror3d.engine.casl_ablation import (PAPER_TABLE4, AblationConfig, ablatio
                                            ablation_row, finished_metrics, variant_config)
 from mirror3d.engine.casl_eval import EvalCaslOptions, evaluate_casl
 from mirror3d.engine.casl_train import KIND, CaslTrainConfig, load_casl_data, train_casl_loop
-from mirror3d.platform.train import ScalingSpec, fit, ray_report, worker_device
-from mirror3d.utils.checkpoint import resolve_resume
-from mirror3d.utils.config import config_from_dict, config_to_dict, save_config, update_config
+from mirror3d.platform.train import ray_report, train_run, worker_device
+from mirror3d.utils.config import config_from_dict, save_config, update_config
 from mirror3d.utils.files import atomic_write
-from mirror3d.utils.rundir import default_run_name
 
 __all__ = ["train_casl", "casl_worker", "run_ablation"]
 
@@ -54,15 +52,7 @@ def train_casl(cfg: CaslTrainConfig) -> pathlib.Path:
     # workers run in their own directories: ship an absolute data path
     cfg = update_config(cfg, {"data.root": str(pathlib.Path(cfg.data.root).resolve())})
     load_casl_data(cfg)  # fail fast on bad data, before a run directory or Ray exists
-    resume = resolve_resume(cfg.resume, KIND)
-    run_dir = (pathlib.Path(cfg.out_dir) / (cfg.name or default_run_name())).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    loop_config = {"config": config_to_dict(cfg), "run_dir": str(run_dir), "resume": resume}
-    fit(casl_worker, loop_config, run_dir=run_dir,
-        scaling=ScalingSpec(cfg.ray.num_workers, cfg.ray.use_gpu, cfg.ray.cpus_per_worker),
-        max_failures=cfg.ray.max_failures)
-    return run_dir
+    return train_run(casl_worker, cfg, KIND)
 
 
 def run_ablation(cfg: AblationConfig, progress: bool = True) -> pathlib.Path:

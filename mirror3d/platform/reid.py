@@ -12,10 +12,8 @@ from __future__ import annotations
 import pathlib
 
 from mirror3d.engine.reid_train import KIND, ReidTrainConfig, load_reid_data, train_reid_loop
-from mirror3d.platform.train import ScalingSpec, fit, ray_report, worker_device
-from mirror3d.utils.checkpoint import resolve_resume
-from mirror3d.utils.config import config_from_dict, config_to_dict, save_config, update_config
-from mirror3d.utils.rundir import default_run_name
+from mirror3d.platform.train import ray_report, train_run, worker_device
+from mirror3d.utils.config import config_from_dict, update_config
 
 __all__ = ["train_reid", "reid_worker"]
 
@@ -42,12 +40,4 @@ def train_reid(cfg: ReidTrainConfig) -> pathlib.Path:
     cfg = update_config(cfg, {"data.shards": str(pathlib.Path(cfg.data.shards).resolve()),
                               "data.images": str(pathlib.Path(cfg.data.images).resolve())})
     load_reid_data(cfg)  # fail fast on bad data, before a run directory or Ray exists
-    resume = resolve_resume(cfg.resume, KIND)
-    run_dir = (pathlib.Path(cfg.out_dir) / (cfg.name or default_run_name())).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    loop_config = {"config": config_to_dict(cfg), "run_dir": str(run_dir), "resume": resume}
-    fit(reid_worker, loop_config, run_dir=run_dir,
-        scaling=ScalingSpec(cfg.ray.num_workers, cfg.ray.use_gpu, cfg.ray.cpus_per_worker),
-        max_failures=cfg.ray.max_failures)
-    return run_dir
+    return train_run(reid_worker, cfg, KIND)

@@ -27,11 +27,14 @@ from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig,
 from ray.train.torch import TorchTrainer
 
 from mirror3d.platform.cluster import ensure_ray, link_ray_logs, verbose
+from mirror3d.utils.checkpoint import resolve_resume
+from mirror3d.utils.config import config_to_dict, save_config
 from mirror3d.utils.errors import JobFailed
+from mirror3d.utils.rundir import default_run_name
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ScalingSpec", "fit", "worker_device", "ray_report", "in_ray_train",
+__all__ = ["ScalingSpec", "fit", "train_run", "worker_device", "ray_report", "in_ray_train",
            "TrainingFailed", "worker_error", "resolve_cpus_per_worker"]
 
 
@@ -112,6 +115,23 @@ def fit(
     if getattr(result, "error", None) is not None:
         raise worker_error(result.error) from result.error
     return result
+
+
+def train_run(worker: Callable[[dict], None], cfg: Any, kind: str) -> pathlib.Path:
+    """The driver side of a trainer, after its data was checked: the resume checkpoint validated
+    (before any worker starts), the run directory ``<cfg.out_dir>/<cfg.name or timestamp>``
+    created with ``config.yaml``, then :func:`fit` of ``worker`` on ``cfg.ray``'s scaling.
+    ``cfg`` is a trainer config with ``resume``, ``out_dir``, ``name`` and a ``ray`` section
+    (:class:`mirror3d.engine.scaling.RayConfig`). Returns the run directory."""
+    resume = resolve_resume(cfg.resume, kind)
+    run_dir = (pathlib.Path(cfg.out_dir) / (cfg.name or default_run_name())).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    loop_config = {"config": config_to_dict(cfg), "run_dir": str(run_dir), "resume": resume}
+    fit(worker, loop_config, run_dir=run_dir,
+        scaling=ScalingSpec(cfg.ray.num_workers, cfg.ray.use_gpu, cfg.ray.cpus_per_worker),
+        max_failures=cfg.ray.max_failures)
+    return run_dir
 
 
 class TrainingFailed(JobFailed):

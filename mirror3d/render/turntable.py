@@ -7,16 +7,13 @@ The ``turntable`` job (:mod:`mirror3d.jobs.turntable`) renders the CASL template
 from __future__ import annotations
 
 import colorsys
-import math
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from mirror3d.render.camera import look_at_camera
 from mirror3d.render.renderer import MeshRenderer
-from mirror3d.render.sphere import template_mesh
 
 __all__ = ["render_turntable", "demo_texture"]
 

@@ -5,7 +5,6 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mirror3d.utils.config import validate_config
 from mirror3d.models.casl.blocks import count_parameters
-from mirror3d.models.casl.discriminator import Discriminator
 from mirror3d.models.casl.encoders import (BackgroundEncoder, CameraEncoder, LightEncoder, ShapeEncoder,
                                            TextureEncoder)
 from mirror3d.models.casl.networks import (AttributeEncoder, CaslAttributes, CaslNetConfig, build_discriminator,
