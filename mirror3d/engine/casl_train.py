@@ -24,7 +24,6 @@ import json
 import os
 import pathlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +32,7 @@ import torch
 from mirror3d.data.datasets import ReconstructionDataset
 from mirror3d.data.readers import read_recon
 from mirror3d.engine.progress import EpochProgress
-from mirror3d.engine.runtime import (TrainingClock, all_reduce_grads, all_reduce_sum,
+from mirror3d.engine.runtime import (ReportFn, TrainingClock, all_reduce_grads, all_reduce_sum,
                                      default_device, non_finite_loss, reestimate_bn, world)
 from mirror3d.engine.scaling import RayConfig
 from mirror3d.models.casl.em import (EncoderLoop, EncoderLoopConfig, PrototypeLoop,
@@ -167,9 +166,6 @@ def casl_warm_up(cfg: CaslTrainConfig, clock: TrainingClock, epoch_f: float) -> 
 
 
 # ------------------------------------------------------------------------------ the loop
-ReportFn = Callable[[dict, pathlib.Path | None], None]
-
-
 def train_casl_loop(cfg: CaslTrainConfig, run_dir: str | os.PathLike, resume: str = "",
                     device: torch.device | str | None = None,
                     report: ReportFn | None = None) -> dict | None:

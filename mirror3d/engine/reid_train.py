@@ -35,7 +35,6 @@ import math
 import os
 import pathlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -47,7 +46,7 @@ from mirror3d.data.datasets import PointCloudDataset, ReidImageDataset
 from mirror3d.data.readers import read_market1501
 from mirror3d.data.samplers import PKSampler
 from mirror3d.engine.progress import EpochProgress
-from mirror3d.engine.runtime import (TrainingClock, default_device, non_finite_loss,
+from mirror3d.engine.runtime import (ReportFn, TrainingClock, default_device, non_finite_loss,
                                      reestimate_bn, world)
 from mirror3d.engine.scaling import RayConfig
 from mirror3d.lifting.shards import read_shards
@@ -305,9 +304,6 @@ def _ranked_picture(qf: torch.Tensor, gf: torch.Tensor, data: ReidData, queries:
 
 # ------------------------------------------------------------------------------ the loop
 #: ``report(metrics, checkpoint_file_or_None)``: the per-epoch hook of :func:`train_reid_loop`.
-ReportFn = Callable[[dict, pathlib.Path | None], None]
-
-
 def train_reid_loop(cfg: ReidTrainConfig, run_dir: str | os.PathLike, resume: str = "",
                     device: torch.device | str | None = None,
                     report: ReportFn | None = None) -> dict | None:

@@ -9,6 +9,7 @@ loops run the same in one process (tests, a debugger) and inside a Ray Train wor
 from __future__ import annotations
 
 import math
+import pathlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,8 +18,13 @@ import torch
 
 from mirror3d.utils.checkpoint import latest_checkpoint
 
-__all__ = ["world", "default_device", "all_reduce_sum", "all_reduce_grads", "reestimate_bn",
+__all__ = ["ReportFn", "world", "default_device", "all_reduce_sum", "all_reduce_grads", "reestimate_bn",
            "TrainingClock", "non_finite_loss"]
+
+
+#: A loop's per-epoch hook: ``report(metrics, checkpoint_file_or_None)``, called on every rank
+#: (inside Ray Train: :func:`mirror3d.platform.train.ray_report`).
+ReportFn = Callable[[dict, pathlib.Path | None], None]
 
 
 def world() -> tuple[int, int]:
