@@ -31,7 +31,7 @@ import torch
 
 from mirror3d.data.datasets import ReconstructionDataset
 from mirror3d.data.readers import read_recon
-from mirror3d.engine.progress import EpochProgress
+from mirror3d.engine.progress import PROGRESS_FILE, EpochProgress
 from mirror3d.engine.runtime import (ReportFn, TrainingClock, all_reduce_grads, all_reduce_sum,
                                      default_device, non_finite_loss, reestimate_bn, world)
 from mirror3d.engine.scaling import RayConfig
@@ -247,7 +247,7 @@ def train_casl_loop(cfg: CaslTrainConfig, run_dir: str | os.PathLike, resume: st
     epochs = cfg.optim.epochs
     clock = TrainingClock(epochs, cfg.optim.max_minutes)
     progress = EpochProgress("train-casl", epochs, cfg.optim.max_minutes, start_epoch,
-                             enabled=rank == 0)
+                             enabled=rank == 0, log_file=run_dir / PROGRESS_FILE)
     avg_from = epochs - max(1, int(round(cfg.optim.average_last * epochs))) \
         if cfg.optim.average_last > 0 else epochs + 1
 

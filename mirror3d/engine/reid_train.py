@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from mirror3d.data.datasets import PointCloudDataset, ReidImageDataset
 from mirror3d.data.readers import read_market1501
 from mirror3d.data.samplers import PKSampler
-from mirror3d.engine.progress import EpochProgress
+from mirror3d.engine.progress import PROGRESS_FILE, EpochProgress
 from mirror3d.engine.runtime import (ReportFn, TrainingClock, default_device, non_finite_loss,
                                      reestimate_bn, world)
 from mirror3d.engine.scaling import RayConfig
@@ -360,7 +360,7 @@ def train_reid_loop(cfg: ReidTrainConfig, run_dir: str | os.PathLike, resume: st
     epochs = cfg.optim.epochs
     clock = TrainingClock(epochs, cfg.optim.max_minutes)
     progress = EpochProgress("train-reid", epochs, cfg.optim.max_minutes, start_epoch,
-                             enabled=rank == 0)
+                             enabled=rank == 0, log_file=run_dir / PROGRESS_FILE)
     base_lr = cfg.optim.lr
     warm_iters = max(1, cfg.optim.warm_epochs * len(loader))
     avg_start = int(math.floor(cfg.optim.average_from * epochs))

@@ -31,7 +31,9 @@ def local_ray_init_kwargs(num_cpus: int | None = None) -> dict:
         "include_dashboard": True,
         "dashboard_host": "127.0.0.1",
         "_node_ip_address": "127.0.0.1",
-        "log_to_driver": True,
+        # workers' stdout/stderr stay in the session logs (<run dir>/ray_logs) unless verbose;
+        # the trainers' progress lines reach the console through platform.train.fit instead
+        "log_to_driver": verbose(),
         "configure_logging": True,
         "logging_level": "INFO" if verbose() else "WARNING",
     }

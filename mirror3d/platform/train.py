@@ -12,10 +12,12 @@ DDP runs gloo on CPU and nccl on GPU (Ray's TorchConfig default for ``use_gpu``)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pathlib
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,7 @@ import torch
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from mirror3d.engine.progress import PROGRESS_FILE
 from mirror3d.platform.cluster import ensure_ray, link_ray_logs, verbose
 from mirror3d.utils.checkpoint import resolve_resume
 from mirror3d.utils.config import config_to_dict, save_config
@@ -109,12 +112,53 @@ def fit(
             logging_config=LoggingConfig(log_level="INFO" if verbose() else "WARNING")),
     )
     try:
-        result = trainer.fit()
+        with show_progress(run_dir / PROGRESS_FILE, enabled=not worker_output_on_console()):
+            result = trainer.fit()
     except Exception as exc:
         raise worker_error(exc) from exc
     if getattr(result, "error", None) is not None:
         raise worker_error(result.error) from result.error
     return result
+
+
+def worker_output_on_console() -> bool:
+    """Whether the workers' own stdout reaches this console (Ray's ``log_to_driver``: the driver
+    then runs Ray's log-printing thread)."""
+    return getattr(ray._private.worker.global_worker, "logger_thread", None) is not None
+
+
+@contextlib.contextmanager
+def show_progress(path: pathlib.Path, enabled: bool, interval: float = 1.0) -> Iterator[None]:
+    """While the block runs, print the lines appended to ``path`` (the loop's progress log) on
+    this console: the driver's view of the rank-0 progress lines when worker output is off it."""
+    if not enabled:
+        yield
+        return
+    stop = threading.Event()
+    offset = path.stat().st_size if path.exists() else 0
+
+    def follow() -> None:
+        nonlocal offset
+        while True:
+            done = stop.is_set()
+            if path.exists():
+                with open(path, encoding="utf-8") as fh:
+                    fh.seek(offset)
+                    chunk = fh.read()
+                    offset = fh.tell()
+                if chunk:
+                    print(chunk, end="", flush=True)
+            if done:
+                return
+            stop.wait(interval)
+
+    thread = threading.Thread(target=follow, name="mirror3d-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def train_run(worker: Callable[[dict], None], cfg: Any, kind: str) -> pathlib.Path:
