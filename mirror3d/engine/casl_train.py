@@ -39,8 +39,9 @@ from mirror3d.models.casl.em import (EncoderLoop, EncoderLoopConfig, PrototypeLo
                                      PrototypeLoopConfig)
 from mirror3d.models.casl.losses import CaslLossConfig, warm_up_factor
 from mirror3d.models.casl.networks import CaslNetConfig
+from mirror3d.data.synth.truth import CameraTruth, find_synth_root
 from mirror3d.models.casl.step import (CaslStepSettings, build_model, casl_step,
-                                       held_out_mask_iou, prototype_update)
+                                       held_out_mask_iou, held_out_stats, prototype_update)
 from mirror3d.render.mesh_io import export_mesh
 from mirror3d.utils.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from mirror3d.utils.config import config_to_dict
@@ -71,6 +72,16 @@ class CaslDataConfig:
     max_train: int = field(default=0, metadata={"range": (0, None), "help": "cap (0 = all)"})
     max_test: int = field(default=256, metadata={"range": (0, None), "help": "cap (0 = all)"})
     workers: int = field(default=0, metadata={"range": (0, 64), "help": "DataLoader workers"})
+    oracle_camera: bool = field(default=False, metadata={
+        "help": "diagnostic only, never self-supervised: feed SynthPeople's true cameras instead "
+                "of the camera encoder's (needs data.aug none; docs/casl-on-cpu.md)"})
+    curve_images: int = field(default=64, metadata={
+        "range": (1, None), "help": "held-out images of each learning-curve point (optim.eval_every)"})
+
+    def validate(self) -> None:
+        if self.oracle_camera and self.aug != "none":
+            raise ValueError(f"data.oracle_camera: needs data.aug none (augmentation moves the "
+                             f"image away from its true camera), got data.aug {self.aug!r}")
 
 
 @dataclass
@@ -90,6 +101,10 @@ class CaslOptimConfig:
         "range": (0.0, None), "help": "stop after this wall time (0 = none); schedules then "
                                       "follow the time fraction"})
     seed: int = 0
+    eval_every: int = field(default=0, metadata={
+        "range": (0, None), "help": "every this many steps, a learning-curve point on "
+                                    "data.curve_images held-out images -> curve.jsonl (0 = off; "
+                                    "its time is not counted in max_minutes)"})
 
 
 @dataclass
@@ -235,6 +250,12 @@ def train_casl_loop(cfg: CaslTrainConfig, run_dir: str | os.PathLike, resume: st
     clean_loader = torch.utils.data.DataLoader(clean_ds, batch_size=cfg.optim.batch_size,
                                                sampler=clean_sampler, num_workers=cfg.data.workers)
     test_loader = torch.utils.data.DataLoader(test_ds, batch_size=cfg.optim.batch_size)
+    truth = None
+    if cfg.data.oracle_camera or (cfg.optim.eval_every and find_synth_root(cfg.data.root)):
+        truth = CameraTruth(cfg.data.root)
+    curve_loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(test_ds, range(min(len(test_ds), cfg.data.curve_images))),
+        batch_size=cfg.optim.batch_size)
     sync = None
     if world_size > 1:
         # Data-parallel as DDP does it: equal initial parameters, gradients averaged across
@@ -250,6 +271,16 @@ def train_casl_loop(cfg: CaslTrainConfig, run_dir: str | os.PathLike, resume: st
                              enabled=rank == 0, log_file=run_dir / PROGRESS_FILE)
     avg_from = epochs - max(1, int(round(cfg.optim.average_last * epochs))) \
         if cfg.optim.average_last > 0 else epochs + 1
+
+    def curve_point() -> None:
+        """A held-out learning-curve point (rank 0); its time is given back to the clock."""
+        t = time.time()
+        point = held_out_stats(model, curve_loader, device, truth, cfg.data.oracle_camera)
+        model.train()
+        point.update(step=step, epoch=epoch if step else 0,
+                     train_minutes=(t - clock.start) / 60.0)
+        append_metrics(run_dir, point, "curve.jsonl")
+        clock.start += time.time() - t
 
     last_epoch = start_epoch - 1
     for epoch in range(start_epoch, epochs):
@@ -269,9 +300,12 @@ def train_casl_loop(cfg: CaslTrainConfig, run_dir: str | os.PathLike, resume: st
         for i, batch in enumerate(loader):
             warm = casl_warm_up(cfg, clock, epoch + i / max(1, len(loader)))
             x = batch["image"].to(device)
+            if rank == 0 and cfg.optim.eval_every and step % cfg.optim.eval_every == 0:
+                curve_point()
+            camera = truth.cameras(batch["path"]) if cfg.data.oracle_camera else None
             try:
                 m = casl_step(model, disc, opt_e, opt_d, x, settings, enc_loop.frozen(step), warm,
-                              gen, sync)
+                              gen, sync, camera=camera)
             except FloatingPointError:
                 raise non_finite_loss("CASL", epoch, step, run_dir, resume) from None
             step += 1
@@ -321,6 +355,8 @@ def train_casl_loop(cfg: CaslTrainConfig, run_dir: str | os.PathLike, resume: st
 
     if rank != 0:
         return None
+    if cfg.optim.eval_every:
+        curve_point()
     final_model = model
     if averaged is not None:
         final_model = copy.deepcopy(model)

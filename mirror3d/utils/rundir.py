@@ -66,7 +66,8 @@ def final_path(tmp: pathlib.Path) -> pathlib.Path:
     return tmp.parent / name
 
 
-def append_metrics(run_dir: str | os.PathLike, record: dict) -> None:
-    """Append one JSON line to ``run_dir/metrics.jsonl``."""
-    with open(pathlib.Path(run_dir) / "metrics.jsonl", "a", encoding="utf-8") as fh:
+def append_metrics(run_dir: str | os.PathLike, record: dict, name: str = "metrics.jsonl") -> None:
+    """Append one JSON line to ``run_dir/<name>`` (``metrics.jsonl``: one line per epoch;
+    ``curve.jsonl``: CASL's learning-curve points)."""
+    with open(pathlib.Path(run_dir) / name, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record, default=float) + "\n")

@@ -27,7 +27,7 @@ from mirror3d.models.casl.model import CaslModel, image_to_input
 from mirror3d.models.casl.networks import CaslNetConfig, build_discriminator
 from mirror3d.utils.config import config_from_dict
 
-__all__ = ["CaslStepSettings", "casl_step", "prototype_update", "held_out_mask_iou",
+__all__ = ["CaslStepSettings", "casl_step", "prototype_update", "held_out_mask_iou", "held_out_stats",
            "build_casl_model", "build_model"]
 
 
@@ -51,8 +51,13 @@ class CaslStepSettings:
 def casl_step(model: CaslModel, disc: Discriminator, opt_e: torch.optim.Optimizer,
               opt_d: torch.optim.Optimizer, x: torch.Tensor, settings: CaslStepSettings,
               frozen: set, warm: float, generator: torch.Generator | None = None,
-              sync_grads: Callable[[Iterable[torch.nn.Parameter]], None] | None = None) -> dict:
+              sync_grads: Callable[[Iterable[torch.nn.Parameter]], None] | None = None,
+              camera: Mapping[str, torch.Tensor] | None = None) -> dict:
     """One CASL training step on a batch x (B, 4, H, W). Returns scalar metrics.
+
+    ``camera``: the oracle-camera diagnostic (never self-supervised training): (B,) tensors
+    ``azimuth, elevation, distance`` and (B, 2) ``bias`` that replace the camera encoder's
+    prediction for the reconstruction (docs/casl-on-cpu.md).
 
     ``frozen``: the encoder groups that run without gradients this step (the encoder loop).
     ``warm``: the warm-up factor multiplying every loss. ``sync_grads(params)``, when given,
@@ -64,6 +69,8 @@ def casl_step(model: CaslModel, disc: Discriminator, opt_e: torch.optim.Optimize
     lc = settings.loss
     rgb, mask = x[:, :3], x[:, 3]
     ae = model.encode(x, frozen)
+    if camera is not None:
+        ae = model.with_camera(ae, **{k: v.to(x.device) for k, v in camera.items()})
     rec = model.render(ae, with_background=settings.bg)
     parts: dict = {}
 
@@ -161,6 +168,49 @@ def held_out_mask_iou(model: CaslModel, loader, device) -> float:
         out = model.render(attrs)
         vals.append(soft_iou(out.soft_mask, x[:, 3]))
     return 100.0 * torch.cat(vals).mean().item() if vals else float("nan")
+
+
+def _wrap_deg(a: torch.Tensor) -> torch.Tensor:
+    return (a + 180.0) % 360.0 - 180.0
+
+
+@torch.no_grad()
+def held_out_stats(model: CaslModel, loader, device, truth=None,
+                   oracle_camera: bool = False) -> dict[str, float]:
+    """A learning-curve point on held-out images (eval mode): ``mask_iou`` (%, soft IoU of the
+    rendered silhouette vs the mask), ``distance_mean`` of the predicted cameras and, when
+    ``truth`` (a :class:`mirror3d.data.synth.truth.CameraTruth`) is given, the camera errors
+    against SynthPeople's true cameras: ``azimuth_err_median`` and its front/back-folded form
+    ``azimuth_err_folded_median`` (degrees) and ``distance_rel_err`` (median |d − d*| / d*).
+    With ``oracle_camera`` the silhouettes are rendered at the true cameras (the diagnostic of
+    shape learning alone)."""
+    was_training = model.training
+    model.eval()
+    ious, dist, az_err, az_fold, d_err = [], [], [], [], []
+    for batch in loader:
+        x = batch["image"].to(device)
+        attrs = model.encode(x)
+        shown = attrs
+        if oracle_camera:
+            shown = model.with_camera(attrs, **{k: v.to(device)
+                                                for k, v in truth.cameras(batch["path"]).items()})
+        out = model.render(shown)
+        ious.append(soft_iou(out.soft_mask, x[:, 3]).cpu())
+        dist.append(attrs.distance.cpu())
+        if truth is not None:
+            cam = truth.cameras(batch["path"])
+            err = _wrap_deg(attrs.azimuth.cpu() - cam["azimuth"]).abs()
+            az_err.append(err)
+            az_fold.append(torch.minimum(err, 180.0 - err))
+            d_err.append((attrs.distance.cpu() - cam["distance"]).abs() / cam["distance"])
+    model.train(was_training)
+    out = {"mask_iou": 100.0 * torch.cat(ious).mean().item() if ious else float("nan"),
+           "distance_mean": torch.cat(dist).mean().item() if dist else float("nan")}
+    if az_err:
+        out.update(azimuth_err_median=torch.cat(az_err).median().item(),
+                   azimuth_err_folded_median=torch.cat(az_fold).median().item(),
+                   distance_rel_err=torch.cat(d_err).median().item())
+    return out
 
 
 # ------------------------------------------------------------------------------ building
