@@ -6,6 +6,7 @@ distances of reconstructions / novel views / ±90° views, and on SynthPeople th
     python -m mirror3d eval-casl runs/casl/<run> --max_images 64 --pictures false
     python -m mirror3d eval-casl runs/casl/<run> --data.root data/other/Market-HQ   # other data
     python -m mirror3d eval-casl runs/casl/<run> --smoke    # a few images, one sample picture
+    python -m mirror3d eval-casl runs/casl/<run> --refine_steps 50   # test-time refinement
 
 ``data`` holds optional overrides of the run's own data config (the keys of train-casl's
 ``data`` section; unset keys keep the values the run was trained with): ``--data.root DIR``
@@ -45,6 +46,10 @@ class CaslDataOverrides:
     max_test: int | None = field(default=None, metadata={
         "range": (0, None), "help": "cap of held-out images (0 = all); max_images replaces it"})
     workers: int | None = field(default=None, metadata={"range": (0, 64), "help": "DataLoader workers"})
+    oracle_camera: bool | None = field(default=None, metadata={
+        "help": "training diagnostic (unused here: evaluation uses the predicted cameras)"})
+    curve_images: int | None = field(default=None, metadata={
+        "range": (1, None), "help": "training learning-curve images (unused here)"})
 
     def as_updates(self) -> dict[str, Any]:
         """``{"data.<key>": value}`` for every key that is set."""
@@ -71,13 +76,17 @@ class EvalCaslConfig:
         "help": "TorchScript file of the pytorch-fid TF-Inception pool3 network (then the "
                 "distances are reported as FID, else as FD_randcnn)"})
     progress: bool = field(default=False, metadata={"help": "show a progress bar"})
+    refine_steps: int = field(default=0, metadata={
+        "range": (0, 100_000),
+        "help": "test-time refinement steps per image before scoring (0 = the network's "
+                "prediction; beyond the papers)"})
     data: CaslDataOverrides = field(default_factory=CaslDataOverrides)
 
     def options(self) -> EvalCaslOptions:
         return EvalCaslOptions(max_images=self.max_images, batch_size=self.batch_size,
                                seed=self.seed, samples=self.samples,
                                chamfer_points=self.chamfer_points, pictures=self.pictures,
-                               fid_model=self.fid_model)
+                               fid_model=self.fid_model, refine_steps=self.refine_steps)
 
 
 CONFIG = EvalCaslConfig
@@ -96,6 +105,8 @@ def run(cfg: EvalCaslConfig) -> int:
     line = (f"eval-casl: N={m['data']['n_images']} MaskIoU {m['mask_iou_pct']:.1f}% "
             f"SSIM {m['ssim_pct']:.1f}% {fd['metric']} recon/novel/90 {_f(fd['recon']['value'])}/"
             f"{_f(fd['novel']['value'])}/{_f(fd['90']['value'])}")
+    if m["refine"]["steps"]:
+        line += f" (refine_steps {m['refine']['steps']})"
     s = m.get("synthpeople")
     if s:
         line += (f"; SynthPeople: Chamfer {s['chamfer_l2']['prediction_mean']:.4f} "

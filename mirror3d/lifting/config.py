@@ -23,7 +23,7 @@ CONTENT_KEYS = ("root", "reader", "mask_dir", "mask_threshold", "missing_mask", 
                 "image_size", "mode",
                 "num_points", "min_points", "short", "oversample", "depth_tol", "height", "frame",
                 "seed",
-                "reconstructor", "checkpoint", "shard_size")
+                "reconstructor", "checkpoint", "refine_steps", "shard_size")
 
 
 @dataclass
@@ -72,6 +72,10 @@ class LiftConfig:
         "help": "casl (mirror3d.models.casl.load_casl(checkpoint)) | oracle-template | "
                 "oracle-sphere | module:factory (factory(checkpoint) → reconstructor)"})
     checkpoint: str = field(default="", metadata={"help": "CASL checkpoint (casl-* modes)"})
+    refine_steps: int = field(default=0, metadata={
+        "range": (0, 100_000),
+        "help": "casl reconstructor: test-time refinement steps per image (0 = the network's "
+                "prediction; beyond the papers, mirror3d.models.casl.refine)"})
     no_ray: bool = field(default=False, metadata={
         "help": "lift in this process, one shard after another, instead of a Ray Data actor pool"})
     actors: int = field(default=2, metadata={"range": (1, 4096), "help": "actor pool size (min)"})

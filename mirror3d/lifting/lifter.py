@@ -74,7 +74,8 @@ class ShardLifter:
         self.device = "cuda" if cfg.gpus_per_actor > 0 and torch.cuda.is_available() else "cpu"
         self.reconstructor = None
         if cfg.mode in MODES_NEEDING_MASK:
-            self.reconstructor = build_reconstructor(cfg.reconstructor, cfg.checkpoint, self.device)
+            self.reconstructor = build_reconstructor(cfg.reconstructor, cfg.checkpoint, self.device,
+                                                     cfg.refine_steps)
         self.pid = os.getpid()
 
     def lift_job(self, job: ShardJob) -> dict:

@@ -182,7 +182,8 @@ def lift_dataset(cfg: LiftConfig, lift_shards: ShardRunner | None = None,
             raise ValueError(f"mask_dir: mode {cfg.mode!r} needs foreground masks; set mask_dir "
                              f"(e.g. the Market-HQ tree next to the Market-1501 one) or "
                              f"missing_mask=estimate")
-        check_reconstructor(cfg.reconstructor, cfg.checkpoint)  # fail fast, before any worker
+        # fail fast, before any worker
+        check_reconstructor(cfg.reconstructor, cfg.checkpoint, cfg.refine_steps)
     jobs, read_summary = plan_shards(cfg)
     if not jobs:
         raise ValueError(f"root: no image of splits {list(cfg.splits)} in {cfg.root}")

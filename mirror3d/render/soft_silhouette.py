@@ -52,6 +52,27 @@ def point_triangle_sq_dist(p: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
     return d.min(dim=-1).values
 
 
+def _point_triangle_sq_dist_reference(p: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
+    """:func:`point_triangle_sq_dist` restated another way, for :func:`soft_silhouette_naive`
+    (so that the reference does not share the fast path's distance code): per edge ab, the
+    squared perpendicular distance cross(b − a, p − a)² / |b − a|² where the foot of the
+    perpendicular lies on the segment, else the squared distance to the nearer end."""
+    corners = [tri[..., k, :] for k in range(3)]
+    best = None
+    for k in range(3):
+        a, b = corners[k], corners[(k + 1) % 3]
+        ex, ey = b[..., 0] - a[..., 0], b[..., 1] - a[..., 1]
+        px, py = p[..., 0] - a[..., 0], p[..., 1] - a[..., 1]
+        qx, qy = p[..., 0] - b[..., 0], p[..., 1] - b[..., 1]
+        len2 = (ex * ex + ey * ey).clamp_min(1e-20)
+        dot = px * ex + py * ey
+        perp = (ex * py - ey * px) ** 2 / len2
+        ends = torch.minimum(px * px + py * py, qx * qx + qy * qy)
+        d = torch.where((dot > 0) & (dot < len2), perp, ends)
+        best = d if best is None else torch.minimum(best, d)
+    return best
+
+
 def faces_near_uncovered(
     face_ndc: torch.Tensor, valid: torch.Tensor, coverage: torch.Tensor, margin: float
 ) -> torch.Tensor:
@@ -123,7 +144,8 @@ def soft_silhouette_naive(
     pixel_chunk: int = 4096,
 ) -> torch.Tensor:
     """Reference: every uncovered pixel visits every valid face (chunked over pixels only to
-    bound memory). Same arguments and result as :func:`soft_silhouette`."""
+    bound memory), with its own restatement of the point-triangle distance. Same arguments and
+    result as :func:`soft_silhouette`."""
     bsz, h, w = coverage.shape
     ys, xs = pixel_centers_ndc((h, w), device=face_ndc.device, dtype=face_ndc.dtype)
     p_all = torch.stack([xs, ys], dim=-1).reshape(-1, 2)
@@ -133,7 +155,7 @@ def soft_silhouette_naive(
         parts = []
         for s in range(0, p_all.shape[0], pixel_chunk):
             p = p_all[s : s + pixel_chunk, None, :]  # (P, 1, 2)
-            d2 = point_triangle_sq_dist(p, tri[None])  # (P, F')
+            d2 = _point_triangle_sq_dist_reference(p, tri[None])  # (P, F')
             parts.append(_log_transparency(d2, sigma).sum(dim=1))
         rows.append(torch.cat(parts))
     soft = 1.0 - torch.exp(torch.stack(rows).reshape(bsz, h, w))

@@ -92,6 +92,34 @@ def test_market_hq_metrics_by_hand(trained):
     assert m["predicted"]["azimuth"]["mean"] == pytest.approx(np.mean([r["azimuth"] for r in rows]))
 
 
+def test_refine_steps_are_applied_and_reported(trained):
+    """eval-casl's refine_steps: every image refined by N steps before scoring (MaskIoU
+    recomputed with the predictor's own refinement), N stated in metrics.json and metrics.md;
+    0 reports the plain prediction."""
+    run, root = trained
+    m = evaluate_casl(run, options=EvalCaslOptions(pictures=False, batch_size=2, refine_steps=3))
+    m, rows = _read(run)
+    assert m["refine"]["steps"] == 3 and m["options"]["refine_steps"] == 3
+    assert m["refine"]["seconds_per_image"] > 0
+    assert all(r["refine_loss_end"] <= r["refine_loss_start"] for r in rows)
+    assert "**refine_steps 3**" in (run / "eval" / "metrics.md").read_text()
+    pred = load_casl(run)
+    records = [r for r in read_recon("market_hq", root)[0] if r.split == "test"]
+    ds = ReconstructionDataset(records, (32, 64), aug="market", bg=True, train=False)
+    x = torch.stack([ds[i]["image"] for i in range(len(ds))])
+    with torch.no_grad():
+        attrs, _ = pred.refine(x, pred.model.encode(x), 3, seed=0)
+        out = pred.model.render(attrs)
+    a, b = out.soft_mask.double(), x[:, 3].double()
+    iou = (a * b).sum((1, 2)) / (a + b - a * b).sum((1, 2))
+    assert m["mask_iou_pct"] == pytest.approx(100 * iou.mean().item(), rel=1e-4)
+    plain = evaluate_casl(run, options=EvalCaslOptions(pictures=False, batch_size=2))
+    assert plain["refine"] == {"steps": 0} and "refine_loss_start" not in _read(run)[1][0]
+    assert "no test-time refinement, refine_steps 0" in (run / "eval" / "metrics.md").read_text()
+    with pytest.raises(ValueError, match="refine_steps"):
+        evaluate_casl(run, options=EvalCaslOptions(refine_steps=-1))
+
+
 def test_eval_synthpeople_truth_and_pictures(trained, synth):
     run, _ = trained
     data_root = synth / "Market-HQ"

@@ -99,3 +99,18 @@ def test_bad_inputs_fail_with_one_line_and_no_output(run, tmp_path, capsys):
     assert "optim.lr" in _one_error_line(capsys)
     assert main(["eval-casl", str(path), "--data.reader", "nope"]) == 2
     assert "data.reader" in _one_error_line(capsys)
+
+
+def test_refine_steps_option(run, capsys):
+    """--refine_steps N reaches evaluate_casl; the result line and metrics say which N."""
+    path, _ = run
+    assert resolve_config("eval-casl").refine_steps == 0
+    cfg = resolve_config("eval-casl", overrides=["--run_dir", str(path), "--refine_steps", "2"])
+    assert cfg.options().refine_steps == 2
+    assert main(["eval-casl", str(path), "--pictures", "false", "--refine_steps", "2"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert "(refine_steps 2)" in out[0]
+    m = json.loads((path / "eval" / "metrics.json").read_text())
+    assert m["refine"]["steps"] == 2 and m["options"]["refine_steps"] == 2
+    assert main(["eval-casl", str(path), "--refine_steps", "-1"]) == 2
+    assert "refine_steps" in _one_error_line(capsys)

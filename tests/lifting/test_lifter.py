@@ -3,13 +3,18 @@
 import json
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 import dataset_fixtures as fx
 from lifting.lift_fixtures import lift_cfg, make_lift_tree
 from mirror3d.lifting.lifter import META_DIR, ShardLifter, load_sample_image
 from mirror3d.lifting.plan import plan_shards
+from mirror3d.lifting.reconstructors import build_reconstructor, check_reconstructor
 from mirror3d.lifting.shards import read_shards
+from mirror3d.models.casl.step import build_casl_model
+from mirror3d.utils.checkpoint import save_checkpoint
 
 
 def test_lifter_reuses_one_reconstructor_and_writes_meta(tmp_path):
@@ -45,3 +50,52 @@ def test_load_sample_image_resizes_image_and_mask(tmp_path):
     assert m is None and image.shape == (8, 4, 3)
     _, est = load_sample_image(str(img), "", cfg, estimate_seed=3)
     assert est.shape == (8, 4) and est.dtype == bool
+
+
+class _Refining:
+    def __init__(self, checkpoint, refine_steps=0):
+        self.refine_steps = refine_steps
+
+    def reconstruct(self, image, mask):
+        raise NotImplementedError
+
+
+def refining_factory(checkpoint, refine_steps=0):
+    return _Refining(checkpoint, refine_steps)
+
+
+def plain_factory(checkpoint):
+    return _Refining(checkpoint)
+
+
+def test_refine_steps_reach_the_casl_reconstructor(tmp_path):
+    """lift's refine_steps: the casl reconstructor refines each image by N steps (the lifter
+    builds it with cfg.refine_steps); factories get it when they take it; the rest refuse N > 0."""
+    torch.manual_seed(0)
+    cfg = {"data": {"image_size": [16, 32], "bg": False},
+           "net": {"camera_channels": 4, "shape_channels": 4, "texture_channels": 4,
+                   "light_channels": [4, 4, 4, 4, 4], "background_channels": 4}}
+    ckpt = tmp_path / "casl.pt"
+    save_checkpoint(ckpt, "casl", {"model": build_casl_model(cfg).state_dict(), "config": cfg})
+    img = (np.random.default_rng(0).random((32, 16, 3)) * 255).astype(np.uint8)
+    mask = np.zeros((32, 16), bool)
+    mask[4:28, 4:12] = True
+    plain = build_reconstructor("casl", str(ckpt))
+    refining = build_reconstructor("casl", str(ckpt), refine_steps=2)
+    assert plain.refine_steps == 0 and refining.refine_steps == 2
+    a, b = plain.reconstruct(img, mask), refining.reconstruct(img, mask)
+    assert a.refinement is None and b.refinement.steps == 2
+    assert not torch.equal(a.vertices, b.vertices)
+    lifter = ShardLifter(lift_cfg({"root": str(tmp_path), "masks": str(tmp_path)}, tmp_path,
+                                  reconstructor="casl", checkpoint=str(ckpt), refine_steps=2),
+                         set_threads=False)
+    assert lifter.reconstructor.refine_steps == 2
+    name = __name__
+    assert build_reconstructor(f"{name}:refining_factory", "c", refine_steps=4).refine_steps == 4
+    check_reconstructor(f"{name}:refining_factory", "c", 4)
+    for spec in (f"{name}:plain_factory", "oracle-sphere"):
+        check_reconstructor(spec, "c", 0)
+        with pytest.raises(ValueError, match="refine_steps: 4 asks for test-time refinement"):
+            check_reconstructor(spec, "c", 4)
+        with pytest.raises(ValueError, match="refine_steps"):
+            build_reconstructor(spec, "c", refine_steps=4)

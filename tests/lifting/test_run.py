@@ -87,6 +87,9 @@ def test_other_settings_are_refused_unless_overwrite(tree, tmp_path):
     # settings that do not change the content (pool size, pictures, ...) resume
     same = lift_dataset(dataclasses.replace(cfg, actors=1, preview=3), run_dir=False)
     assert same.lifted_shards == [] and same.skipped_shards == ["query-00000"]
+    # test-time refinement changes the content: another refine_steps re-lifts
+    with pytest.raises(ValueError, match="refine_steps 0 .now 5."):
+        lift_dataset(dataclasses.replace(cfg, refine_steps=5), run_dir=False)
     rep = lift_dataset(dataclasses.replace(changed, overwrite=True), run_dir=False)
     assert rep.lifted_shards == ["query-00000"]
     assert all(len(p) == 50 for p in read_shards(rep.out_dir).points)
@@ -104,6 +107,8 @@ def test_configuration_errors(tree, tmp_path):
         lift_dataset(lift_cfg(tree, tmp_path, reconstructor="no_such_module_xyz:load"))
     with pytest.raises(ValueError, match="expected casl"):
         lift_dataset(lift_cfg(tree, tmp_path, reconstructor="nonsense"))
+    with pytest.raises(ValueError, match="refine_steps: 3 asks for test-time refinement"):
+        lift_dataset(lift_cfg(tree, tmp_path, refine_steps=3))  # the oracle does not refine
     with pytest.raises(ValueError, match="min_points"):
         config_from_dict(LiftConfig, {"num_points": 10, "min_points": 20})
     empty = tmp_path / "empty"

@@ -1,9 +1,11 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from mirror3d.render import MeshRenderer, soft_silhouette, soft_silhouette_naive
+from mirror3d.render import (MeshRenderer, look_at_camera, soft_silhouette,
+                             soft_silhouette_naive)
 from mirror3d.render.rasterize import drawable_faces, rasterize
 from mirror3d.render.soft_silhouette import point_triangle_sq_dist, soft_margin
 
@@ -34,7 +36,6 @@ def test_binned_equals_all_faces_reference(deformed_meshes, random_cameras, sigm
 
 
 def test_one_inside_soft_outside_and_decaying():
-    from mirror3d.render import look_at_camera
     verts = torch.tensor([[[-0.5, -0.5, 0.0], [0.5, -0.5, 0.0], [0.0, 0.5, 0.0]]])
     faces = torch.tensor([[0, 1, 2]])
     r = MeshRenderer((64, 64))
@@ -77,3 +78,74 @@ def test_gradients_only_at_the_boundary(deformed_meshes, random_cameras):
     i, j = band[0].tolist()
     g, = torch.autograd.grad(soft[0, i, j], verts)
     assert g.abs().sum() > 0 and int((g.abs().sum(-1) > 0).sum()) <= 30
+
+
+# ---------------------------------------------------------------- one face's value, by hand
+def _seg_sq(px, py, ax, ay, bx, by):
+    """Squared distance from (px, py) to the segment a-b (plain numpy, written for the test)."""
+    ex, ey = bx - ax, by - ay
+    t = np.clip(((px - ax) * ex + (py - ay) * ey) / (ex * ex + ey * ey), 0.0, 1.0)
+    return (px - (ax + t * ex)) ** 2 + (py - (ay + t * ey)) ** 2
+
+
+def _by_hand(tri, h, w, sigma):
+    """Pixel-centre NDC (x = (2j + 1 − W)/W, y = (H − 2i − 1)/H: row 0 at the top), which pixels
+    the triangle covers, and exp(−σ·d²) with d the distance to the nearest edge: the soft value
+    1 − Π_f (1 − exp(−σ·d_f²)) of a single face (DIB-R, Chen et al. 2019, §3)."""
+    jj, ii = np.meshgrid(np.arange(w), np.arange(h))
+    x, y = (2 * jj + 1 - w) / w, (h - 2 * ii - 1) / h
+    (ax, ay), (bx, by), (cx, cy) = tri
+
+    def side(ux, uy, vx, vy):
+        return (vx - ux) * (y - uy) - (vy - uy) * (x - ux)
+
+    s = np.stack([side(ax, ay, bx, by), side(bx, by, cx, cy), side(cx, cy, ax, ay)])
+    inside = (s >= 0).all(0) | (s <= 0).all(0)
+    d2 = np.minimum.reduce([_seg_sq(x, y, ax, ay, bx, by), _seg_sq(x, y, bx, by, cx, cy),
+                            _seg_sq(x, y, cx, cy, ax, ay)])
+    return inside, d2, np.exp(-sigma * d2)
+
+
+def _band(inside, d2, sigma):
+    """Outside pixels where the soft value is clearly between 0 and 1 (σ·d² in [0.1, 4])."""
+    band = ~inside & (sigma * d2 >= 0.1) & (sigma * d2 <= 4.0)
+    assert band.sum() >= 5, "the test must look at several pixels of the soft band"
+    return band
+
+
+@pytest.mark.parametrize("sigma", [7000.0, 2000.0])
+def test_one_face_soft_value_is_exp_of_minus_sigma_d_squared(sigma):
+    """Fast and naive paths against 1 − (1 − exp(−σ·d²)) = exp(−σ·d²) computed here, d by hand;
+    σ·½ or σ·2 anywhere fails."""
+    h, w = 48, 40
+    tri = [(-0.42, -0.5), (0.47, -0.31), (0.06, 0.55)]
+    inside, d2, want = _by_hand(tri, h, w, sigma)
+    band = _band(inside, d2, sigma)
+    face_ndc = torch.tensor(tri, dtype=torch.float64)[None, None]
+    valid = torch.ones(1, 1, dtype=torch.bool)
+    cov = torch.from_numpy(inside.astype(np.float64))[None]
+    for fn in (soft_silhouette, soft_silhouette_naive):
+        got = fn(face_ndc, valid, cov, sigma)[0].numpy()
+        np.testing.assert_allclose(got[band], want[band], rtol=1e-6, atol=1e-9, err_msg=fn.__name__)
+        assert (got[inside] == 1).all()
+        # and it is not the value of another sigma
+        for other in (0.5 * sigma, 2.0 * sigma):
+            assert np.abs(got[band] - np.exp(-other * d2[band])).max() > 0.05
+
+
+def test_renderer_soft_value_matches_by_hand_through_the_camera():
+    """MeshRenderer (its sigma, camera projection and pixel grid): a triangle in the z = 0 plane
+    seen head-on from distance 3 lands at NDC (2.5·X/(3·aspect), 2.5·Y/3) (fovy 2·atan(1/2.5));
+    its soft values are exp(−σ·d²) at the pixels around it."""
+    h, w, sigma, dist = 48, 32, 5000.0, 3.0
+    verts = torch.tensor([[[-0.5, -0.6, 0.0], [0.55, -0.5, 0.0], [0.05, 0.7, 0.0]]],
+                         dtype=torch.float64)
+    faces = torch.tensor([[0, 1, 2]])
+    aspect = w / h
+    tri = [(2.5 * float(x) / (dist * aspect), 2.5 * float(y) / dist) for x, y, _ in verts[0]]
+    inside, d2, want = _by_hand(tri, h, w, sigma)
+    band = _band(inside, d2, sigma)
+    cam = look_at_camera(0.0, 0.0, dist, dtype=torch.float64)
+    soft = MeshRenderer((h, w), sigma=sigma).soft_silhouette(verts, faces, cam)[0].numpy()
+    np.testing.assert_allclose(soft[band], want[band], rtol=1e-5, atol=1e-8)
+    assert (soft[inside & (d2 > 1e-4)] == 1).all()

@@ -8,6 +8,7 @@ Causal Perspective", arXiv:2204.13096): single-image textured mesh reconstructio
 - :mod:`.em` — the encoder loop and the prototype loop;
 - :mod:`.step` — one training step, the prototype update, held-out mask IoU, ``build_model``;
 - :mod:`.inference` — ``load_casl(run_dir).reconstruct(image, mask)``;
+- :mod:`.refine` — test-time refinement of one image's attributes (beyond the papers);
 - :mod:`.viz` — the evaluation's pictures.
 
 The training loop is :func:`mirror3d.engine.casl_train.train_casl_loop` (one process), run on

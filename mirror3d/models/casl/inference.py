@@ -1,5 +1,6 @@
 """Inference with a trained CASL model (Zheng et al. 2022, "3D Magic Mirror"):
-``load_casl(path).reconstruct(image, mask)``.
+``load_casl(path).reconstruct(image, mask)``, optionally with test-time refinement
+(``refine_steps=N``, :mod:`mirror3d.models.casl.refine`; beyond the papers).
 
 Separate from training (docs/architecture.md): the lifting pipeline and the Serve demo load a
 model with one call and reconstruct single images. The model is rebuilt from the config saved in
@@ -20,11 +21,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mirror3d.models.casl.losses import CaslLossConfig
+from mirror3d.models.casl.networks import CaslAttributes
+from mirror3d.models.casl.refine import RefineHistory, refine_attributes
 from mirror3d.models.casl.step import build_casl_model
 from mirror3d.render.camera import Camera, look_at_camera
 from mirror3d.render.mesh_io import export_mesh
 from mirror3d.utils.checkpoint import CheckpointError, load_checkpoint
-from mirror3d.utils.config import config_to_dict
+from mirror3d.utils.config import config_from_dict, config_to_dict
 
 __all__ = ["load_casl", "CaslPredictor", "Reconstruction", "CameraParams"]
 
@@ -50,6 +54,8 @@ class Reconstruction:
         light: (9,) SH coefficients.
         camera: the predicted :class:`CameraParams`; :attr:`render_camera` as a render Camera.
         image_size: (W, H) of the input the model saw.
+        refinement: the :class:`~mirror3d.models.casl.refine.RefineHistory` when the attributes
+            were refined at test time, else None.
     """
 
     vertices: torch.Tensor
@@ -59,6 +65,7 @@ class Reconstruction:
     light: torch.Tensor
     camera: CameraParams
     image_size: tuple[int, int]
+    refinement: RefineHistory | None = None
     _model: object = None
 
     @property
@@ -89,37 +96,82 @@ class Reconstruction:
         return export_mesh(path, self.vertices, self.faces, self.face_uvs, self.texture)
 
 
-def _to_image_array(image, name: str) -> np.ndarray:
+def _to_image_array(image, name: str = "image") -> np.ndarray:
+    """An H×W×3 uint8 array from the accepted image forms (see :meth:`CaslPredictor.prepare`).
+
+    Raises:
+        ValueError: naming ``name`` and what was expected.
+    """
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
+        image = np.asarray(image.convert("RGB"))  # PIL modes (L, RGBA, P, ...) on purpose
     elif isinstance(image, torch.Tensor):
         t = image.detach().cpu()
-        if t.dim() == 3 and t.shape[0] == 3:
+        if t.dim() == 3 and t.shape[0] == 3 and t.shape[2] != 3:
             t = t.permute(1, 2, 0)
-        image = (t.clamp(0, 1).numpy() * 255).round().astype(np.uint8) if t.is_floating_point() \
-            else t.numpy()
+        image = t.numpy()
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"{name}: expected an H×W×3 image, got shape {arr.shape}")
-    if arr.dtype != np.uint8:
-        raise ValueError(f"{name}: expected uint8 values, got {arr.dtype}")
-    return arr
+        kind = ("a 2-D (gray) array" if arr.ndim == 2 else
+                f"{arr.shape[2]} channels" if arr.ndim == 3 else f"{arr.ndim} dimensions")
+        raise ValueError(f"{name}: expected an H×W×3 RGB image (or a 3×H×W tensor, or a PIL "
+                         f"image), got shape {arr.shape} ({kind})")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"{name}: expected a non-empty image, got shape {arr.shape}")
+    if arr.dtype == np.uint8:
+        return arr
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"{name}: expected uint8 values (0..255) or floats in [0, 1], got "
+                         f"dtype {arr.dtype}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name}: expected finite values, got {int((~np.isfinite(arr)).sum())} "
+                         f"NaN/inf value(s)")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(f"{name}: expected float values in [0, 1], got values in [{lo:g}, {hi:g}]"
+                         f"{' (0..255 floats? divide by 255 or pass uint8)' if hi > 1.0 else ''}")
+    return (arr.astype(np.float64) * 255.0).round().astype(np.uint8)
 
 
-def _to_mask_array(mask, shape: tuple[int, int]) -> np.ndarray:
+def _to_mask_array(mask, shape: tuple[int, int], name: str = "mask") -> np.ndarray:
+    """An H×W bool foreground from the accepted mask forms (see :meth:`CaslPredictor.prepare`).
+
+    Raises:
+        ValueError: naming ``name`` and what was expected.
+    """
     if isinstance(mask, Image.Image):
-        mask = np.asarray(mask.convert("L")) > 127
+        mask = np.asarray(mask.convert("L"))
     elif isinstance(mask, torch.Tensor):
         mask = mask.detach().cpu().numpy()
     m = np.asarray(mask)
     if m.ndim == 3 and m.shape[2] == 1:
         m = m[..., 0]
-    if m.shape != shape:
-        raise ValueError(f"mask: expected shape {shape} like the image, got {m.shape}")
-    m = m > (127 if m.dtype == np.uint8 else 0.5 if np.issubdtype(m.dtype, np.floating) else 0)
-    if not m.any():
-        raise ValueError("mask: empty (no foreground pixel)")
-    return m
+    if m.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)} like the image (H, W), got "
+                         f"{m.shape}")
+    if m.dtype == np.bool_:
+        fg = m
+    elif np.issubdtype(m.dtype, np.integer):
+        lo, hi = int(m.min()), int(m.max())
+        if lo < 0 or hi > 255:
+            raise ValueError(f"{name}: expected integer values 0/1 or 0..255, got values in "
+                             f"[{lo}, {hi}]")
+        fg = m > 0 if hi <= 1 else m > 127  # a 0/1 mask is a mask, not "all background"
+    elif np.issubdtype(m.dtype, np.floating):
+        if not np.isfinite(m).all():
+            raise ValueError(f"{name}: expected finite values, got NaN/inf")
+        lo, hi = float(m.min()), float(m.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(f"{name}: expected float values in [0, 1], got values in "
+                             f"[{lo:g}, {hi:g}]")
+        fg = m > 0.5
+    else:
+        raise ValueError(f"{name}: expected a bool, integer or float mask, got dtype {m.dtype}")
+    if not fg.any():
+        raise ValueError(f"{name}: empty (no foreground pixel); expected a person's silhouette")
+    if fg.all():
+        raise ValueError(f"{name}: covers the whole image (no background pixel); expected a "
+                         f"person's silhouette")
+    return fg
 
 
 class CaslPredictor:
@@ -130,13 +182,19 @@ class CaslPredictor:
         config: its training config as the plain dict a checkpoint holds (``state["config"]``);
             a config object (``CaslTrainConfig``) is turned into that dict. :attr:`config` is
             the dict; ``data.bg`` says whether inputs keep their background.
+        refine_steps: default test-time refinement steps of :meth:`reconstruct` (0: the
+            network's prediction as it is; :mod:`mirror3d.models.casl.refine`).
+        refine_lr: base learning rate of the refinement.
     """
 
-    def __init__(self, model, config: Mapping[str, Any] | Any) -> None:
+    def __init__(self, model, config: Mapping[str, Any] | Any, refine_steps: int = 0,
+                 refine_lr: float = 0.01) -> None:
         self.model = model.eval()
         if dataclasses.is_dataclass(config) and not isinstance(config, type):
             config = config_to_dict(config)
         self.config: dict[str, Any] = dict(config)
+        self.refine_steps = _check_steps(refine_steps)
+        self.refine_lr = float(refine_lr)
 
     @property
     def keeps_background(self) -> bool:
@@ -147,35 +205,85 @@ class CaslPredictor:
     def image_size(self) -> tuple[int, int]:
         return self.model.image_size
 
+    @property
+    def loss_config(self) -> CaslLossConfig:
+        """The loss weights the model was trained with (the checkpoint's ``loss`` section; keys
+        this version does not know are ignored, missing ones take the defaults)."""
+        known = {f.name for f in dataclasses.fields(CaslLossConfig)}
+        saved = self.config.get("loss") or {}
+        return config_from_dict(CaslLossConfig, {k: v for k, v in saved.items() if k in known})
+
     def prepare(self, image, mask) -> torch.Tensor:
-        """H×W×3 uint8 (PIL/tensor also accepted) + H×W bool mask → (1, 4, h, w) input at the
-        model's size (bicubic RGB, nearest mask)."""
+        """Image + mask → the (1, 4, h, w) input at the model's size (bicubic RGB, nearest mask).
+
+        Accepted images: an H×W×3 array of uint8 (0..255) or of floats in [0, 1] (finite), a
+        torch tensor of the same (H×W×3 or 3×H×W), or a PIL image of any mode (converted to RGB
+        by PIL on purpose: gray replicated, alpha dropped). Gray (H×W) or 4-channel arrays are
+        refused. Accepted masks: H×W (or H×W×1) of bool, integers 0/1 or 0..255 (> 127), floats
+        in [0, 1] (> 0.5), or a PIL image (as its 8-bit gray values); at least one foreground and
+        one background pixel.
+
+        Raises:
+            ValueError: naming ``image`` or ``mask`` and what was expected.
+        """
         img = _to_image_array(image, "image")
         m = _to_mask_array(mask, img.shape[:2])
         w, h = self.model.image_size
         rgb = np.asarray(Image.fromarray(img).resize((w, h), Image.BICUBIC), np.float32) / 255.0
         mm = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) > 127
+        if not mm.any():
+            raise ValueError(f"mask: no foreground pixel left at the model's size {w}x{h} "
+                             f"({int(m.sum())} of {m.size} pixels in the input); expected a "
+                             f"larger silhouette")
         if not self.keeps_background:
             rgb = np.where(mm[..., None], rgb, 1.0)
         x = np.concatenate([rgb.transpose(2, 0, 1), mm[None].astype(np.float32)], 0)
         return torch.from_numpy(x)[None].to(self.model.template.device)
 
+    def refine(self, x: torch.Tensor, attrs: CaslAttributes, steps: int, seed: int = 0
+               ) -> tuple[CaslAttributes, RefineHistory]:
+        """Test-time refinement of the attributes of x (:func:`~mirror3d.models.casl.refine.
+        refine_attributes`) with the model's loss weights and background setting."""
+        return refine_attributes(self.model, x, attrs, steps, lr=self.refine_lr, seed=seed,
+                                 loss=self.loss_config, bg=self.keeps_background)
+
     @torch.no_grad()
-    def reconstruct(self, image, mask) -> Reconstruction:
-        """Reconstruct one image + mask (see :class:`Reconstruction`)."""
+    def reconstruct(self, image, mask, refine_steps: int | None = None,
+                    seed: int = 0) -> Reconstruction:
+        """Reconstruct one image + mask (see :class:`Reconstruction` and :meth:`prepare`).
+
+        ``refine_steps`` (default :attr:`refine_steps`): N > 0 continues from the network's
+        prediction with N steps of test-time refinement of this image's attributes
+        (:meth:`refine`; deterministic for a ``seed``); 0 returns the prediction unchanged.
+
+        Raises:
+            ValueError: a bad image or mask (see :meth:`prepare`), a bad ``refine_steps``.
+        """
+        steps = self.refine_steps if refine_steps is None else _check_steps(refine_steps)
         x = self.prepare(image, mask)
         attrs = self.model.encode(x)
+        history = None
+        if steps > 0:
+            attrs, history = self.refine(x, attrs, steps, seed)
         verts = self.model.vertices(attrs)[0].cpu()
         cam = CameraParams(float(attrs.azimuth[0]), float(attrs.elevation[0]),
                            float(attrs.distance[0]), tuple(float(v) for v in attrs.bias[0]))
         return Reconstruction(verts, self.model.faces.cpu(), self.model.face_uvs.cpu(),
                               attrs.texture[0].cpu(), attrs.light[0].cpu(), cam,
-                              self.model.image_size, _model=self.model)
+                              self.model.image_size, refinement=history, _model=self.model)
 
 
-def load_casl(path: str | os.PathLike, device: str | torch.device = "cpu") -> CaslPredictor:
+def _check_steps(steps) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ValueError(f"refine_steps: expected an int >= 0, got {steps!r}")
+    return int(steps)
+
+
+def load_casl(path: str | os.PathLike, device: str | torch.device = "cpu",
+              refine_steps: int = 0) -> CaslPredictor:
     """Load a trained CASL model from a run directory (its ``model_final.pt``, else the newest
-    checkpoint) or a ``.pt`` checkpoint file.
+    checkpoint) or a ``.pt`` checkpoint file. ``refine_steps``: the predictor's default
+    test-time refinement (:class:`CaslPredictor`).
 
     Raises:
         FileNotFoundError: nothing there.
@@ -195,4 +303,4 @@ def load_casl(path: str | os.PathLike, device: str | torch.device = "cpu") -> Ca
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {p}: weights do not fit the model of its own config "
                               f"({str(exc).splitlines()[0]})") from None
-    return CaslPredictor(model.to(device), config)
+    return CaslPredictor(model.to(device), config, refine_steps=refine_steps)

@@ -59,3 +59,30 @@ def test_no_survivors_gives_no_update_and_due_schedule():
     assert [loop.due(e, False) for e in range(5)] == [True, False, True, False, True]
     assert not loop.due(4, True)
     assert not PrototypeLoop(PrototypeLoopConfig(enabled=False)).due(0, False)
+
+
+def test_compute_update_by_hand():
+    """Three kept samples on a one-triangle mesh: the update is their mean (sum / 3, not / 4),
+    smoothed by x ← x + α·(neighbour mean − x) and clipped, all computed here by hand."""
+    faces = torch.tensor([[0, 1, 2]])
+    L = uniform_laplacian(3, faces)
+    d1 = torch.tensor([[0.3, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    d2 = torch.tensor([[0.3, 0.0, 0.0], [0.0, 0.3, 0.0], [0.0, 0.0, 0.0]])
+    d3 = torch.tensor([[0.3, 0.0, 0.0], [0.0, 0.3, 0.0], [0.0, 0.0, 0.6]])
+    s, n = PrototypeLoop.accumulate(torch.stack([d1, d2, d3]), collapse=0.4)
+    assert n.item() == 3
+    # no smoothing, no effective clip: the plain mean
+    plain = PrototypeLoop(PrototypeLoopConfig(passes=0, clip=1.0)).compute_update(s, n, L)
+    mean = torch.tensor([[0.3, 0.0, 0.0], [0.0, 0.2, 0.0], [0.0, 0.0, 0.2]])
+    assert torch.allclose(plain, mean, atol=1e-7)
+    # one pass at α = 0.5: x_v ← 0.5·x_v + 0.25·(x_u + x_w); then clip to ±0.12
+    loop = PrototypeLoop(PrototypeLoopConfig(passes=1, smooth=0.5, clip=0.12, step=0.1))
+    upd = loop.compute_update(s, n, L)
+    want = torch.tensor([[0.12, 0.05, 0.05],      # 0.15 clipped to 0.12
+                         [0.075, 0.1, 0.05],
+                         [0.075, 0.05, 0.1]])
+    assert torch.allclose(upd, want, atol=1e-7)
+    # apply: template + warm·step·Δ, re-centred
+    new = loop.apply(torch.zeros(3, 3), upd, warm=0.5)
+    moved = 0.05 * want
+    assert torch.allclose(new, moved - moved.mean(0), atol=1e-8)

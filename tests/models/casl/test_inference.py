@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from mirror3d.engine.casl_train import CaslTrainConfig
 from mirror3d.models.casl import CaslPredictor, load_casl
@@ -80,3 +81,85 @@ def test_inference_does_not_import_the_trainer():
             "'mirror3d.jobs', 'ray'))]; print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+# ------------------------------------------------------------------------------ bad inputs
+@pytest.fixture(scope="module")
+def predictor(run):
+    return load_casl(run[0])
+
+
+def _bad_cases():
+    img, mask = _inputs()
+    f = img.astype(np.float32) / 255.0
+    nan_img = f.copy()
+    nan_img[3, 4, 1] = np.nan
+    inf_img = f.copy()
+    inf_img[5, 6, 0] = np.inf
+    return [
+        ("empty mask", img, np.zeros_like(mask), "mask", "empty"),
+        ("full mask", img, np.ones_like(mask), "mask", "whole image"),
+        ("mask size", img, np.ones((32, 16), bool), "mask", r"expected shape \(64, 32\)"),
+        ("transposed mask", img, mask.T, "mask", r"expected shape \(64, 32\)"),
+        ("gray image", img[..., 0], mask, "image", "H×W×3"),
+        ("rgba image", np.dstack([img, np.full((64, 32), 255, np.uint8)]), mask, "image", "4 channels"),
+        ("int16 image", img.astype(np.int16), mask, "image", "dtype int16"),
+        ("int64 tensor", torch.from_numpy(img.astype(np.int64)), mask, "image", "dtype int64"),
+        ("nan image", nan_img, mask, "image", "finite"),
+        ("inf image", inf_img, mask, "image", "finite"),
+        ("nan tensor", torch.from_numpy(nan_img), mask, "image", "finite"),
+        ("0..255 floats", img.astype(np.float32), mask, "image", r"in \[0, 1\].*0\.\.255"),
+        ("negative floats", f - 0.5, mask, "image", r"in \[0, 1\]"),
+        ("0..255 float tensor", torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1), mask,
+         "image", r"in \[0, 1\]"),
+        ("nan mask", img, np.where(mask, np.nan, 0.0), "mask", "finite"),
+        ("mask floats over 1", img, mask * 255.0, "mask", r"in \[0, 1\]"),
+        ("mask ints over 255", img, mask.astype(np.int32) * 1000, "mask", "0/1 or 0..255"),
+    ]
+
+
+@pytest.mark.parametrize("case", _bad_cases(), ids=lambda c: c[0])
+def test_bad_inputs_raise_one_clear_value_error(predictor, tmp_path, monkeypatch, case):
+    _, img, mask, arg, what = case
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=f"^{arg}: .*{what}"):
+        predictor.reconstruct(img, mask)
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_refine_steps_must_be_a_count(predictor):
+    img, mask = _inputs()
+    for bad in (-1, 1.5, True, "3"):
+        with pytest.raises(ValueError, match="refine_steps"):
+            predictor.reconstruct(img, mask, refine_steps=bad)
+
+
+def test_accepted_forms_of_image_and_mask_agree(predictor):
+    """uint8, [0, 1] floats (array or CHW tensor) and PIL images give the same input; bool,
+    0/1 uint8 (not "empty"), 0/255 uint8, [0, 1] floats, an H×W×1 mask and a PIL mask too."""
+    img, mask = _inputs()
+    ref = predictor.prepare(img, mask)
+    f = img.astype(np.float64) / 255.0
+    for im in (f, f.astype(np.float32), torch.from_numpy(f).permute(2, 0, 1),
+               Image.fromarray(img)):
+        assert torch.equal(predictor.prepare(im, mask), ref)
+    for m in (mask.astype(np.uint8), mask.astype(np.uint8) * 255, mask.astype(np.float32),
+              mask[..., None], torch.from_numpy(mask), Image.fromarray(mask.astype(np.uint8) * 255),
+              Image.fromarray(mask.astype(np.uint8))):
+        assert torch.equal(predictor.prepare(img, m), ref)
+    # a PIL gray image is converted to RGB on purpose (the channels replicated)
+    gray = Image.fromarray(img[..., 0])
+    assert torch.equal(predictor.prepare(gray, mask),
+                       predictor.prepare(np.repeat(img[..., :1], 3, axis=2), mask))
+    # a 0/1 uint8 mask reconstructs like the bool mask
+    a = predictor.reconstruct(img, mask.astype(np.uint8))
+    b = predictor.reconstruct(img, mask)
+    assert torch.equal(a.vertices, b.vertices)
+
+
+def test_a_mask_too_small_for_the_model_size_is_refused(predictor):
+    img = (np.random.default_rng(1).random((640, 320, 3)) * 255).astype(np.uint8)
+    mask = np.zeros((640, 320), bool)
+    mask[3, 3] = True  # one pixel: nothing survives the nearest resize to 32x64
+    with pytest.raises(ValueError, match="^mask: no foreground pixel left"):
+        predictor.reconstruct(img, mask)
