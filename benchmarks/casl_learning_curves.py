@@ -49,6 +49,13 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "no-ic": ("no interpolation consistency", {"loss.ic": 0.0}),
     "distance-2.3-3.4": ("distance prior = SynthPeople's range", {"net.distance_range": (2.3, 3.4)}),
     "batch-32": ("batch 32", {"optim.batch_size": 32}),
+    "ellipsoid-3": ("a thinner initial template (x, z / 3 instead of / 2)", {"ellipsoid": 3.0}),
+    "offsets-lr-0.05": ("the dense offset layer at 0.05x the learning rate",
+                        {"net.shape_offsets_lr_scale": 0.05}),
+    "smooth-offsets": ("offsets smoothed by 5 Laplacian passes", {"net.shape_smooth_passes": 5}),
+    "fast": ("32x64, every encoder every step, lr 1e-3, no warm-up",
+             {"data.image_size": (32, 64), "encoder_loop.schedule": "all", "optim.lr": 1e-3,
+              "loss.warm_epochs": 0.0}),
 }
 
 

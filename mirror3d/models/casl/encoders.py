@@ -25,7 +25,7 @@ from mirror3d.models.casl.blocks import (LEAKY_SLOPE, AddCoords, ConvNormAct, Im
                                          init_weights)
 from mirror3d.models.casl.integration import (NeighbourDifference, TemplateFeatureSampler, check_template,
                                               vertex_features)
-from mirror3d.render.mesh import check_faces
+from mirror3d.render.mesh import check_faces, laplacian_smooth, uniform_laplacian
 
 __all__ = ["CameraEncoder", "ShapeEncoder", "TextureEncoder", "FlowDecoder", "LightEncoder",
            "BackgroundEncoder", "vector_angle", "angle_cos_sin", "LIGHT_SCALE", "LIGHT_OFFSET"]
@@ -167,7 +167,8 @@ class ShapeEncoder(nn.Module):
     backbone (stride 32, channel gate on the output) → per vertex [local sample (bilinear,
     align_corners=True), global pool (broadcast), local·L (neighbour difference), template xyz]
     → Conv1d 1×1 → BN1d → LReLU(0.2) → Dropout → Conv1d 1×1 → 3 → BN1d → flatten (3V) →
-    Linear(3V → 3V) (N(0, 1e-5)) → δ = 0.5·tanh(·) → (V, 3) → minus the per-sample vertex mean.
+    Linear(3V → 3V) (N(0, 1e-5)) → δ = 0.5·tanh(·) → (V, 3) → [``smooth_passes`` Laplacian
+    smoothing passes δ ← δ + 0.5·Lδ, ours, off by default] → minus the per-sample vertex mean.
 
     With ``use_im=False`` ("No IM"): global pool → BN1d → Linear(C → 3V).
 
@@ -189,6 +190,7 @@ class ShapeEncoder(nn.Module):
         use_im: bool = True,
         im_flip_y: bool = True,
         pretrained_path: str | os.PathLike | None = None,
+        smooth_passes: int = 0,
     ) -> None:
         super().__init__()
         if int(num_verts) != num_verts or num_verts < 1:
@@ -196,6 +198,12 @@ class ShapeEncoder(nn.Module):
         check_faces(faces, num_verts=int(num_verts))
         self.num_verts = int(num_verts)
         self.use_im = bool(use_im)
+        if int(smooth_passes) != smooth_passes or smooth_passes < 0:
+            raise ValueError(f"smooth_passes must be an int >= 0, got {smooth_passes}")
+        self.smooth_passes = int(smooth_passes)
+        # (V, V) uniform Laplacian for the offset smoothing; derived from faces, so not saved
+        self.register_buffer("laplacian", uniform_laplacian(self.num_verts, faces)
+                             if self.smooth_passes else torch.zeros(0), persistent=False)
         self.backbone = ResNetBackbone(4, base_channels, blocks_per_stage, out_channels=feature_channels,
                                        out_gate=True, pretrained_path=pretrained_path)
         c = self.backbone.out_channels
@@ -233,6 +241,8 @@ class ShapeEncoder(nn.Module):
         else:
             out = self.offset_head(self.global_norm(pooled)).view(b, self.num_verts, 3)
         delta = 0.5 * torch.tanh(out)
+        if self.smooth_passes:
+            delta = laplacian_smooth(delta, self.laplacian, 0.5, self.smooth_passes)
         return (delta - delta.mean(dim=1, keepdim=True)).contiguous()
 
 

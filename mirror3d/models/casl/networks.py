@@ -83,6 +83,13 @@ class CaslNetConfig:
     shape_pretrained: str | None = field(default=None, metadata={"help": "local state dict for the shape backbone"})
     shape_backbone_lr_scale: float = field(default=0.05, metadata={
         "range": (0.0, None), "help": "learning-rate factor of the shape backbone (reference 0.05)"})
+    shape_offsets_lr_scale: float = field(default=1.0, metadata={
+        "range": (0.0, None), "help": "learning-rate factor of the dense 3V->3V offset layer: with Adam "
+                                      "every one of its ~3.7M weights moves by ~lr per step, so the offsets "
+                                      "move by ~3V*lr (docs/casl-on-cpu.md)"})
+    shape_smooth_passes: int = field(default=0, metadata={
+        "range": (0, 100), "help": "Laplacian smoothing passes (x <- x + 0.5 L x) applied to the predicted "
+                                   "offsets: smooth by construction (0 = off, the reference)"})
 
     texture_channels: int = field(default=8, metadata={
         "range": (1, None), "help": "texture backbone stem width (stages ×1, ×2, ×4, ×8)"})
@@ -239,7 +246,8 @@ class AttributeEncoder(nn.Module):
             pretrained_path=cfg.camera_pretrained)
         self.shape = ShapeEncoder(
             self.num_verts, faces, cfg.shape_channels, cfg.shape_blocks, cfg.shape_features, cfg.shape_hidden,
-            cfg.drop_shape, cfg.use_im, cfg.im_flip_y, pretrained_path=cfg.shape_pretrained)
+            cfg.drop_shape, cfg.use_im, cfg.im_flip_y, pretrained_path=cfg.shape_pretrained,
+            smooth_passes=cfg.shape_smooth_passes)
         self.texture = TextureEncoder(cfg.texture_channels, cfg.texture_blocks, cfg.texture_decoder_channels,
                                       cfg.drop_texture, pretrained_path=cfg.texture_pretrained)
         self.light = LightEncoder(cfg.light_channels, cfg.light_hidden, cfg.drop_camera,
@@ -255,16 +263,20 @@ class AttributeEncoder(nn.Module):
         """Parameters by optimiser group, each ``{"name", "group", "params", "lr_scale"}``.
 
         Names: camera, shape_backbone (lr_scale = ``cfg.shape_backbone_lr_scale``), shape_head,
-        texture, light, background; ``group`` is the encoder group each belongs to. Together
+        shape_offsets (the offset layer; ``cfg.shape_offsets_lr_scale``), texture, light, background; ``group`` is the encoder group each belongs to. Together
         they hold every parameter exactly once.
         """
         backbone_ids = {id(p) for p in self.shape.backbone.parameters()}
+        offset_ids = {id(p) for p in self.shape.offset_head.parameters()}
         return [
             {"name": "camera", "group": "camera", "params": list(self.camera.parameters()), "lr_scale": 1.0},
             {"name": "shape_backbone", "group": "shape", "params": list(self.shape.backbone.parameters()),
              "lr_scale": float(self.cfg.shape_backbone_lr_scale)},
             {"name": "shape_head", "group": "shape",
-             "params": [p for p in self.shape.parameters() if id(p) not in backbone_ids], "lr_scale": 1.0},
+             "params": [p for p in self.shape.parameters()
+                        if id(p) not in backbone_ids and id(p) not in offset_ids], "lr_scale": 1.0},
+            {"name": "shape_offsets", "group": "shape", "params": list(self.shape.offset_head.parameters()),
+             "lr_scale": float(self.cfg.shape_offsets_lr_scale)},
             {"name": "texture", "group": "texture", "params": list(self.texture.parameters()), "lr_scale": 1.0},
             {"name": "light", "group": "texture", "params": list(self.light.parameters()), "lr_scale": 1.0},
             {"name": "background", "group": "background", "params": list(self.background.parameters()),

@@ -5,6 +5,7 @@ import torch
 
 from mirror3d.models.casl.encoders import (BackgroundEncoder, CameraEncoder, LightEncoder, ShapeEncoder,
                                            TextureEncoder, angle_cos_sin, vector_angle)
+from mirror3d.models.casl.integration import vertex_features
 from mirror3d.render.sphere import template_mesh
 
 SIZES = [(64, 128), (128, 128)]  # W×H
@@ -148,6 +149,46 @@ def test_shape_offsets_are_bounded_and_centred_when_saturated(mesh):
     delta = enc(_image(2, 32, 64), mesh[0][None])
     raw = 0.5 * torch.tanh(enc.offset_head.bias.view(3, v).t())
     assert torch.allclose(delta[0], raw - raw.mean(0), atol=1e-6)
+
+
+def test_shape_smoothing_passes_against_a_plain_loop(mesh):
+    """smooth_passes k: the offsets are the unsmoothed ones after k passes of x <- x + 0.5 (Lx)
+    with L the uniform Laplacian (neighbour mean minus the vertex), written out here per vertex."""
+    verts, faces = mesh
+    plain = _shape(mesh).eval()
+    smooth = _shape(mesh, smooth_passes=2).eval()
+    smooth.load_state_dict(plain.state_dict())  # the Laplacian is derived, not saved
+    with torch.no_grad():
+        plain.offset_head.bias.copy_(torch.randn(3 * verts.shape[0], generator=torch.Generator().manual_seed(1)))
+        smooth.offset_head.bias.copy_(plain.offset_head.bias)
+    x, t = _image(1, 32, 64), verts[None]
+    with torch.no_grad():
+        fmap = plain.backbone(x)[-1]
+        local = plain.sampler(fmap, t)
+        stacked = vertex_features(local, plain.global_pool(fmap).flatten(1),
+                                  plain.neighbour_difference(local), t)
+        out = plain.offset_head(plain.vertex_mlp(stacked).flatten(1)).view(1, 3, -1).transpose(1, 2)
+    raw = 0.5 * torch.tanh(out[0])
+    neighbours = [set() for _ in range(verts.shape[0])]
+    for a, b, c in faces.tolist():
+        for i, j in ((a, b), (b, c), (c, a)):
+            neighbours[i].add(j)
+            neighbours[j].add(i)
+    want = raw.clone()
+    for _ in range(2):
+        prev = want.clone()
+        for i, nb in enumerate(neighbours):
+            want[i] = prev[i] + 0.5 * (prev[sorted(nb)].mean(0) - prev[i])
+    want = want - want.mean(0)
+    got = smooth(x, t)[0]
+    assert torch.allclose(got, want, atol=1e-5)
+    # smoother: the Laplacian energy drops against the unsmoothed offsets
+    unsm = plain(x, t)[0]
+    L = smooth.laplacian
+    assert (L @ got).pow(2).sum() < 0.5 * (L @ unsm).pow(2).sum()
+    assert "laplacian" not in smooth.state_dict()
+    with pytest.raises(ValueError, match="smooth_passes"):
+        _shape(mesh, smooth_passes=-1)
 
 
 def test_shape_uses_the_template_it_is_given(mesh):

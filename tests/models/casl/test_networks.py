@@ -190,7 +190,8 @@ def test_frozen_modules_restores_flags_after_an_error():
 
 def test_param_groups_partition_the_parameters(mesh):
     verts, faces = mesh
-    enc = AttributeEncoder(tiny_cfg(shape_backbone_lr_scale=0.05), verts, faces)
+    enc = AttributeEncoder(tiny_cfg(shape_backbone_lr_scale=0.05, shape_offsets_lr_scale=0.02),
+                           verts, faces)
     groups = enc.param_groups()
     ids = [id(p) for g in groups for p in g["params"]]
     assert len(ids) == len(set(ids)) == len(list(enc.parameters()))
@@ -198,6 +199,8 @@ def test_param_groups_partition_the_parameters(mesh):
     assert by_name["shape_backbone"]["lr_scale"] == 0.05 and by_name["shape_backbone"]["group"] == "shape"
     assert {id(p) for p in by_name["shape_backbone"]["params"]} == {id(p) for p in enc.shape.backbone.parameters()}
     assert by_name["light"]["group"] == "texture"
+    assert by_name["shape_offsets"]["lr_scale"] == 0.02 and by_name["shape_offsets"]["group"] == "shape"
+    assert {id(p) for p in by_name["shape_offsets"]["params"]} == {id(p) for p in enc.shape.offset_head.parameters()}
     torch.optim.Adam([{"params": g["params"], "lr": 1e-3 * g["lr_scale"]} for g in groups])
 
 
