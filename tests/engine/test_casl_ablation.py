@@ -71,7 +71,7 @@ def test_finished_variant_is_reused_only_with_the_same_settings(tmp_path):
     # the trainer stores the absolute data root: that difference does not count
     save_config(update_config(vcfg, {"data.root": "/abs/elsewhere"}), run / "config.yaml")
     assert finished_metrics(run, vcfg) == {"mask_iou_pct": 1.0}
-    save_config(update_config(vcfg, {"optim.lr": 1e-3}), run / "config.yaml")
+    save_config(update_config(vcfg, {"optim.lr": 2e-3}), run / "config.yaml")
     assert finished_metrics(run, vcfg) is None
     (run / "config.yaml").write_text("optim: [not a mapping")
     assert finished_metrics(run, vcfg) is None

@@ -36,8 +36,8 @@ def test_smoke_preset_is_the_old_smoke_config():
     assert (cfg.data.image_size, cfg.data.max_train, cfg.data.max_test) == ((32, 64), 16, 8)
     assert (cfg.loss.warm_epochs, cfg.prototype.every) == (1.0, 1)
     rest = update_config(cfg, {"optim.epochs": 30, "optim.batch_size": 16, "optim.checkpoint_every": 5,
-                               "data.image_size": (64, 128), "data.max_train": 0, "data.max_test": 256,
-                               "loss.warm_epochs": 4.0, "prototype.every": 2})
+                               "data.max_train": 0, "data.max_test": 256,
+                               "loss.warm_epochs": 0.0, "prototype.every": 2})
     assert rest == CaslTrainConfig()
 
 
