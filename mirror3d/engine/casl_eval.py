@@ -56,6 +56,7 @@ from tqdm import tqdm
 
 from mirror3d.data.datasets import ReconstructionDataset
 from mirror3d.data.synth import build_person, load_recipes, read_ground_truth
+from mirror3d.data.synth.truth import find_synth_root
 from mirror3d.engine.casl_train import CaslTrainConfig, casl_records
 from mirror3d.metrics.image import (RandomCNNExtractor, TorchModuleExtractor, extract_features,
                                     fd_metric_name, fd_score, mask_iou, ssim)
@@ -139,16 +140,6 @@ def apply_data_overrides(cfg: CaslTrainConfig,
         parsed = load_config(cls, None, tokens)
         updates = {k: get_by_dotted(parsed, k) for k in keys}
     return update_config(cfg, updates)
-
-
-def find_synth_root(data_root) -> pathlib.Path | None:
-    """The SynthPeople root of a data root: the root itself or its parent when it holds
-    ``gt/images.parquet`` (the CASL data root is usually ``<synth>/Market-HQ``)."""
-    p = pathlib.Path(data_root).resolve()
-    for cand in (p, p.parent):
-        if (cand / "gt" / "images.parquet").is_file():
-            return cand
-    return None
 
 
 def load_feature_extractor(fid_model: str | None):
