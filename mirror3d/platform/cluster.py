@@ -57,9 +57,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
 def ray_logs_dir() -> pathlib.Path | None:
     """The log folder of the Ray session this process is connected to (None when unknown)."""
     try:
-        return pathlib.Path(ray.get_runtime_context().get_node_logs_dir()
-                            if hasattr(ray.get_runtime_context(), "get_node_logs_dir")
-                            else ray._private.worker.global_worker.node.get_logs_dir_path())
+        return pathlib.Path(ray._private.worker.global_worker.node.get_logs_dir_path())
     except Exception:  # a client connection or an older Ray: no local log folder to point at
         return None
 

@@ -37,7 +37,7 @@ from mirror3d.utils.rundir import default_run_name
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ScalingSpec", "fit", "train_run", "worker_device", "ray_report", "in_ray_train",
+__all__ = ["ScalingSpec", "fit", "train_run", "worker_device", "ray_report",
            "TrainingFailed", "worker_error", "resolve_cpus_per_worker"]
 
 
@@ -204,15 +204,6 @@ def worker_error(exc: BaseException) -> BaseException:
 
 
 # ------------------------------------------------------------------------------ worker side
-def in_ray_train() -> bool:
-    """True inside a Ray Train worker."""
-    try:
-        ray.train.get_context().get_world_size()
-        return True
-    except Exception:
-        return False
-
-
 def worker_device() -> torch.device:
     """The worker's device: Ray Train's assigned GPU when there is one, else CPU."""
     if torch.cuda.is_available():
