@@ -14,6 +14,18 @@ import torch
 torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def mlflow_store(tmp_path_factory):
+    """Every training run of the session tracks into one temporary MLflow file store (the
+    trainers' default ``tracking.uri`` '' reads $MLFLOW_TRACKING_URI), never into runs/mlflow.
+    Set before any Ray instance starts, so Ray workers inherit it too."""
+    store = tmp_path_factory.mktemp("mlflow")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", store.as_uri())
+        mp.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+        yield store
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray instance for the whole test session (cold start is ~6 s)."""

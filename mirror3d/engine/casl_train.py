@@ -14,7 +14,8 @@ averaged before every optimiser step, the prototype loop's sums all-reduced.
 
 Run directory (written by rank 0): ``metrics.jsonl``, ``checkpoints/epoch_XXXX/checkpoint.pt``,
 ``templates/epoch_XXXX.obj`` (each prototype update), ``model_final.pt``,
-``template_final.obj`` and ``train_summary.json``.
+``template_final.obj`` and ``train_summary.json``. Rank 0 also logs the run to MLflow (the
+``tracking`` section, :mod:`mirror3d.engine.tracking`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from mirror3d.engine.progress import PROGRESS_FILE, EpochProgress
 from mirror3d.engine.runtime import (ReportFn, TrainingClock, all_reduce_grads, all_reduce_sum,
                                      default_device, non_finite_loss, reestimate_bn, world)
 from mirror3d.engine.scaling import RayConfig
+from mirror3d.engine.tracking import RunTracker, TrackingConfig, track_run
 from mirror3d.models.casl.em import (EncoderLoop, EncoderLoopConfig, PrototypeLoop,
                                      PrototypeLoopConfig)
 from mirror3d.models.casl.losses import CaslLossConfig, warm_up_factor
@@ -44,7 +46,7 @@ from mirror3d.models.casl.step import (CaslStepSettings, build_model, casl_step,
                                        held_out_mask_iou, held_out_stats, prototype_update)
 from mirror3d.render.mesh_io import export_mesh
 from mirror3d.utils.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
-from mirror3d.utils.config import config_to_dict
+from mirror3d.utils.config import config_to_dict, dump_yaml, flatten_config
 from mirror3d.utils.files import atomic_write
 from mirror3d.utils.rundir import append_metrics
 
@@ -130,6 +132,7 @@ class CaslTrainConfig:
     out_dir: str = field(default="runs/casl", metadata={"help": "job directory"})
     name: str = field(default="", metadata={"help": "run name (default: a timestamp)"})
     resume: str = field(default="", metadata={"help": "checkpoint or run dir to resume from"})
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 # ------------------------------------------------------------------------------ data
@@ -208,12 +211,25 @@ def train_casl_loop(cfg: CaslTrainConfig, run_dir: str | os.PathLike, resume: st
     Raises:
         FloatingPointError: a non-finite loss, naming the last good checkpoint.
         ValueError / FileNotFoundError: bad data (see :func:`load_casl_data`).
+
+    Rank 0 logs the run to MLflow (``cfg.tracking``; :mod:`mirror3d.engine.tracking`): the
+    config, each epoch's metrics line (step = epoch), the learning-curve points (``curve/*``,
+    step = training step), the summary, ``template_final.obj`` and ``train_summary.json``.
     """
     run_dir = pathlib.Path(run_dir)
     rank, world_size = world()
-    device = torch.device(device) if device is not None else default_device()
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
+    with track_run(cfg.tracking, "train-casl", run_dir, flatten_config(cfg), resume=bool(resume),
+                   enabled=rank == 0, config_text=dump_yaml(cfg)) as tracker:
+        return _train_casl(cfg, run_dir, resume, device, report, tracker, rank, world_size)
+
+
+def _train_casl(cfg: CaslTrainConfig, run_dir: pathlib.Path, resume: str, device,
+                report: ReportFn | None, tracker: RunTracker, rank: int,
+                world_size: int) -> dict | None:
+    """The body of :func:`train_casl_loop`, inside its MLflow run."""
+    device = torch.device(device) if device is not None else default_device()
     torch.manual_seed(cfg.optim.seed + rank)
     gen = torch.Generator().manual_seed(cfg.optim.seed * 1000 + rank)
 
@@ -286,6 +302,8 @@ def train_casl_loop(cfg: CaslTrainConfig, run_dir: str | os.PathLike, resume: st
         point.update(step=step, epoch=epoch if step else 0,
                      train_minutes=(t - clock.start) / 60.0)
         append_metrics(run_dir, point, "curve.jsonl")
+        tracker.log_metrics({k: v for k, v in point.items() if k != "step"}, step=step,
+                            prefix="curve/")  # MLflow step = training step here
         clock.start += time.time() - t
 
     last_epoch = start_epoch - 1
@@ -343,6 +361,7 @@ def train_casl_loop(cfg: CaslTrainConfig, run_dir: str | os.PathLike, resume: st
         ckpt_file = None
         if rank == 0:
             append_metrics(run_dir, metrics)
+            tracker.log_metrics(metrics, step=epoch)
             progress.epoch(epoch, steps=n, seconds=epoch_seconds, metrics=metrics,
                            main=("loss", "train_mask_iou"))
             if final or (epoch + 1) % cfg.optim.checkpoint_every == 0:
@@ -381,4 +400,6 @@ def train_casl_loop(cfg: CaslTrainConfig, run_dir: str | os.PathLike, resume: st
                                "steps": step, "minutes": clock.elapsed() / 60.0,
                                "template_updates": proto.updates}
     atomic_write(run_dir / "train_summary.json", json.dumps(summary, indent=2))
+    tracker.log_metrics(summary, step=last_epoch)
+    tracker.log_artifacts([run_dir / "template_final.obj", run_dir / "train_summary.json"])
     return summary

@@ -15,8 +15,10 @@ with BN re-estimation.
 line per epoch, a checkpoint every N epochs (model, averaged model, optimiser, epoch, config;
 the learning rate follows from the epoch and the clock), resume from one. At the end rank 0
 writes ``model_final.pt``, evaluates query vs gallery under the Market-1501 protocol
-(:mod:`mirror3d.metrics.reid`) and writes ``eval.json`` and the ranked-results picture
-``ranked.png``.
+(:mod:`mirror3d.metrics.reid`), also at the test point densities ``eval_densities`` (OG-Net
+Fig. 8; :func:`evaluate_model`), and writes ``eval.json`` and the ranked-results picture
+``ranked.png``. Rank 0 logs the run to MLflow (the ``tracking`` section,
+:mod:`mirror3d.engine.tracking`).
 
 It runs the same in a test or a debugger and inside a Ray Train worker
 (:func:`mirror3d.platform.reid.train_reid` is the Ray driver; docs/architecture.md). Under
@@ -42,28 +44,30 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mirror3d.data.datasets import PointCloudDataset, ReidImageDataset
+from mirror3d.data.datasets import PointCloudDataset, ReidImageDataset, sample_generator
 from mirror3d.data.readers import read_market1501
 from mirror3d.data.samplers import PKSampler
 from mirror3d.engine.progress import PROGRESS_FILE, EpochProgress
 from mirror3d.engine.runtime import (ReportFn, TrainingClock, default_device, non_finite_loss,
                                      reestimate_bn, world)
 from mirror3d.engine.scaling import RayConfig
+from mirror3d.engine.tracking import RunTracker, TrackingConfig, track_run
 from mirror3d.lifting.shards import read_shards
 from mirror3d.metrics.reid import evaluate, rank_gallery, scale_tta_features
 from mirror3d.metrics.reid_viz import ranked_results_grid
 from mirror3d.models.ognet.losses import batch_hard_triplet, circle_loss
 from mirror3d.models.registry import create_model, model_info
 from mirror3d.utils.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
-from mirror3d.utils.config import config_from_dict, config_to_dict
+from mirror3d.utils.config import config_from_dict, config_to_dict, dump_yaml, flatten_config
 from mirror3d.utils.files import atomic_write
 from mirror3d.utils.rundir import append_metrics
 
 log = logging.getLogger(__name__)
 
 __all__ = ["KIND", "ReidDataConfig", "ReidModelConfig", "ReidOptimConfig", "ReidTrainConfig",
-           "ReidData", "ReportFn", "input_kind", "load_reid_data", "build_model", "embed_dataset",
-           "evaluate_model", "train_reid_loop", "load_reid_model"]
+           "ReidData", "ReportFn", "ThinnedPoints", "density_points", "input_kind",
+           "load_reid_data", "build_model", "embed_dataset", "evaluate_model", "train_reid_loop",
+           "load_reid_model"]
 
 #: the checkpoint kind of re-id runs (``format: mirror3d/reid``)
 KIND = "reid"
@@ -81,7 +85,8 @@ class ReidDataConfig:
     num_points: int = field(default=1024, metadata={
         "range": (96, 1_000_000), "help": "points per sample after selection (density)"})
     slim: float = field(default=0.5, metadata={
-        "range": (0.01, 1.0), "help": "fraction of a cloud's points kept before num_points"})
+        "range": (0.01, 1.0), "help": "fraction of a cloud's points kept; unused while "
+                                      "num_points is set (always, here)"})
     image_size: tuple[int, int] = field(default=(64, 128), metadata={
         "range": (8, 4096), "help": "W,H of images for the 2D baseline"})
     short: Literal["error", "repeat"] = field(default="repeat", metadata={
@@ -92,9 +97,15 @@ class ReidDataConfig:
 class ReidModelConfig:
     name: str = field(default="og-net-small", metadata={
         "help": "registry name: og-net | og-net-small | og-net-deep | cnn2d-small"})
-    k: int = field(default=20, metadata={"range": (1, 128), "help": "kNN neighbours (OG-Net)"})
+    k: int = field(default=20, metadata={
+        "range": (1, 128), "help": "kNN neighbours, self included (OG-Net; 1 = each graph conv "
+                                   "a per-point linear layer, its Fig. 7)"})
     init_points: int = field(default=768, metadata={
         "range": (8, 100_000), "help": "points after the first FPS level (OG-Net: 768)"})
+    last_graph: Literal["position+appearance", "position"] = field(
+        default="position+appearance", metadata={
+            "help": "the last layer's kNN graph (OG-Net): on [xyz ; features], the paper's "
+                    "non-local graph, or on xyz only (its Table IV ablation)"})
 
 
 @dataclass
@@ -133,11 +144,35 @@ class ReidTrainConfig:
     resume: str = field(default="", metadata={"help": "checkpoint or run dir to resume from"})
     eval_batch_size: int = field(default=64, metadata={"range": (1, 65536)})
     ranked_queries: int = field(default=6, metadata={"range": (0, 1000)})
+    eval_densities: tuple[float, ...] = field(default=(), metadata={
+        "metavar": "D,...",
+        "help": "also evaluate with each test cloud thinned to these fractions (0, 1] of its "
+                "data.num_points evaluation points (OG-Net Fig. 8); 1.0 = the plain evaluation"})
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def validate(self) -> None:
         if self.optim.batch_size % self.optim.instances:
             raise ValueError(f"optim.batch_size ({self.optim.batch_size}) must be a multiple of "
                              f"optim.instances ({self.optim.instances})")
+        shown = ",".join(format(d, "g") for d in self.eval_densities)
+        for d in self.eval_densities:
+            if not 0.0 < d <= 1.0:
+                raise ValueError(f"eval_densities: every element must be in (0, 1], got {shown}")
+        if len(set(self.eval_densities)) != len(self.eval_densities):
+            raise ValueError(f"eval_densities: expected distinct fractions, got {shown}")
+        for d in self.eval_densities:
+            n = density_points(d, self.data.num_points)
+            if n < self.model.init_points:
+                raise ValueError(
+                    f"eval_densities: {d:g} of data.num_points {self.data.num_points} leaves {n} "
+                    f"points, fewer than model.init_points {self.model.init_points} (OG-Net's "
+                    f"first FPS level); use a density >= "
+                    f"{math.ceil(1000 * self.model.init_points / self.data.num_points) / 1000:g}")
+
+
+def density_points(density: float, num_points: int) -> int:
+    """Points per test cloud at ``density``: ``max(1, round(density * num_points))``."""
+    return max(1, round(density * num_points))
 
 
 def input_kind(name: str) -> str:
@@ -224,11 +259,11 @@ def _inputs(batch: dict, kind: str, device) -> tuple[torch.Tensor, ...]:
 # ------------------------------------------------------------------------------ model
 def build_model(cfg: ReidTrainConfig, num_classes: int) -> torch.nn.Module:
     """The registry model ``cfg.model.name`` with ``num_classes`` identities (point models also
-    get ``model.k`` and ``model.init_points``)."""
+    get ``model.k``, ``model.init_points`` and ``model.last_graph``)."""
     if input_kind(cfg.model.name) == "image":
         return create_model(cfg.model.name, num_classes=num_classes)
     return create_model(cfg.model.name, num_classes=num_classes, k=cfg.model.k,
-                        init_points=cfg.model.init_points)
+                        init_points=cfg.model.init_points, last_graph=cfg.model.last_graph)
 
 
 @torch.no_grad()
@@ -264,26 +299,94 @@ def embed_dataset(model: torch.nn.Module, dataset, kind: str, batch_size: int,
 
 
 # ------------------------------------------------------------------------------ evaluation
+class ThinnedPoints(torch.utils.data.Dataset):
+    """A point-cloud dataset with each sample's points thinned to ``density`` of them: a seeded
+    random subset of ``round(density * R)`` of its R points, in their order.
+
+    The subset of sample ``i`` is the first points of one permutation drawn from
+    ``sample_generator(seed, 0, i)``: the same in every evaluation with the same seed, and a
+    smaller density keeps a subset of a larger one's points; ``density=1`` returns every point
+    in order (the sample unchanged).
+
+    Args:
+        base: a dataset of ``dict(points=(R, 6), ...)`` samples (every sample R points, as
+            :class:`PointCloudDataset` with ``num_points`` gives them).
+        density: fraction in (0, 1].
+        seed: base seed of the subsets.
+    """
+
+    def __init__(self, base: torch.utils.data.Dataset, density: float, seed: int = 0) -> None:
+        if not 0.0 < density <= 1.0:
+            raise ValueError(f"density must be in (0, 1], got {density!r}")
+        self.base, self.density, self.seed = base, float(density), int(seed)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = dict(self.base[index])
+        points = sample["points"]
+        r = points.shape[0]
+        perm = torch.randperm(r, generator=sample_generator(self.seed, 0, index % len(self)))
+        keep = torch.sort(perm[:density_points(self.density, r)]).values
+        sample["points"] = points[keep]
+        return sample
+
+
+def _scores(qf: torch.Tensor, gf: torch.Tensor, data: ReidData) -> dict:
+    res = evaluate(qf, gf, data.query_meta["pid"], data.gallery_meta["pid"],
+                   data.query_meta["camid"], data.gallery_meta["camid"], topk=10)
+    return {"rank1": float(res["cmc"][0]), "rank5": float(res["cmc"][4]),
+            "rank10": float(res["cmc"][9]), "map_trapezoid": float(res["map_trapezoid"]),
+            "map_mean_precision": float(res["map_mean_precision"]),
+            "num_queries_without_positive": int(res.get("num_queries_without_positive", 0))}
+
+
 def evaluate_model(model: torch.nn.Module, data: ReidData, cfg: ReidTrainConfig,
                    out_dir: str | os.PathLike) -> dict:
     """Query vs gallery evaluation (Market-1501 protocol, :func:`mirror3d.metrics.reid.evaluate`);
     writes ``eval.json`` and (``cfg.ranked_queries`` > 0) ``ranked.png`` into ``out_dir``.
 
+    Test point densities (OG-Net Fig. 8; point models): for each fraction d of
+    ``cfg.eval_densities`` the query and gallery clouds are evaluated again, thinned to
+    ``round(d * data.num_points)`` points (:class:`ThinnedPoints`, seeded with
+    ``optim.seed``). The fraction is of the points the plain evaluation feeds the model: each
+    test cloud's ``data.num_points`` points, evenly spaced over its non-blank points
+    (:class:`mirror3d.data.transforms.PointCloudAugment` without augmentation; ``data.slim``
+    plays no part while ``num_points`` is set, which it always is here). So d = 1.0 is the plain
+    evaluation, point for point, and a smaller d thins those same points. The OG-Net paper lifts
+    a 128x64 crop to 8,192 points and keeps half, 4,096, for training and testing; with
+    ``data.num_points`` in the part of those 4,096, d = 0.5 / 1.0 are its 25 % / 50 % test
+    densities, and its 100 % (all 8,192: twice the training count) is d = 1.0 after evaluating
+    with twice the points (``eval-reid --num_points``). Image models have no densities (a
+    warning; ``eval.json`` then has none).
+
     Returns:
         ``model, rank1, rank5, rank10, map_trapezoid, map_mean_precision, num_queries,
-        num_gallery, num_queries_without_positive``.
+        num_gallery, num_queries_without_positive``, and with densities ``densities``:
+        ``{"0.5": {num_points, rank1, rank5, rank10, map_trapezoid, map_mean_precision,
+        num_queries_without_positive}, ...}`` (keys: the fractions as ``repr(float)``).
     """
     out_dir = pathlib.Path(out_dir)
     kind = input_kind(cfg.model.name)
     qf = embed_dataset(model, data.query, kind, cfg.eval_batch_size)
     gf = embed_dataset(model, data.gallery, kind, cfg.eval_batch_size)
-    res = evaluate(qf, gf, data.query_meta["pid"], data.gallery_meta["pid"],
-                   data.query_meta["camid"], data.gallery_meta["camid"], topk=10)
-    out = {"model": cfg.model.name, "rank1": float(res["cmc"][0]), "rank5": float(res["cmc"][4]),
-           "rank10": float(res["cmc"][9]), "map_trapezoid": float(res["map_trapezoid"]),
-           "map_mean_precision": float(res["map_mean_precision"]),
+    scores = _scores(qf, gf, data)
+    out = {"model": cfg.model.name, **{k: v for k, v in scores.items()
+                                        if k != "num_queries_without_positive"},
            "num_queries": int(len(qf)), "num_gallery": int(len(gf)),
-           "num_queries_without_positive": int(res.get("num_queries_without_positive", 0))}
+           "num_queries_without_positive": scores["num_queries_without_positive"]}
+    if cfg.eval_densities and kind != "points":
+        log.warning("eval_densities: ignored for %s, which takes images, not point clouds",
+                    cfg.model.name)
+    elif cfg.eval_densities:
+        out["densities"] = {}
+        for d in cfg.eval_densities:
+            thin = [ThinnedPoints(ds, d, cfg.optim.seed) for ds in (data.query, data.gallery)]
+            at = _scores(embed_dataset(model, thin[0], kind, cfg.eval_batch_size),
+                         embed_dataset(model, thin[1], kind, cfg.eval_batch_size), data)
+            out["densities"][repr(float(d))] = {
+                "num_points": density_points(d, cfg.data.num_points), **at}
     atomic_write(out_dir / "eval.json", json.dumps(out, indent=2))
     if cfg.ranked_queries:
         try:
@@ -326,12 +429,24 @@ def train_reid_loop(cfg: ReidTrainConfig, run_dir: str | os.PathLike, resume: st
     Raises:
         FloatingPointError: a non-finite loss, naming the last good checkpoint.
         ValueError / FileNotFoundError: bad data or model name (see :func:`load_reid_data`).
+
+    Rank 0 logs the run to MLflow (``cfg.tracking``; :mod:`mirror3d.engine.tracking`): the
+    config, each epoch's metrics line, the evaluation, ``ranked.png`` and ``eval.json``.
     """
     run_dir = pathlib.Path(run_dir)
     rank, world_size = world()
-    device = torch.device(device) if device is not None else default_device()
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
+    with track_run(cfg.tracking, "train-reid", run_dir, flatten_config(cfg), resume=bool(resume),
+                   enabled=rank == 0, config_text=dump_yaml(cfg)) as tracker:
+        return _train_reid(cfg, run_dir, resume, device, report, tracker, rank, world_size)
+
+
+def _train_reid(cfg: ReidTrainConfig, run_dir: pathlib.Path, resume: str, device,
+                report: ReportFn | None, tracker: RunTracker, rank: int,
+                world_size: int) -> dict | None:
+    """The body of :func:`train_reid_loop`, inside its MLflow run."""
+    device = torch.device(device) if device is not None else default_device()
     torch.manual_seed(cfg.optim.seed + rank)
     kind = input_kind(cfg.model.name)
 
@@ -418,6 +533,7 @@ def train_reid_loop(cfg: ReidTrainConfig, run_dir: str | os.PathLike, resume: st
         ckpt_file = None
         if rank == 0:
             append_metrics(run_dir, metrics)
+            tracker.log_metrics(metrics, step=epoch)
             progress.epoch(epoch, steps=n, seconds=epoch_seconds,
                            metrics={"loss": metrics["loss"], "train_acc": metrics["acc"]},
                            main=("loss", "train_acc"))
@@ -444,7 +560,10 @@ def train_reid_loop(cfg: ReidTrainConfig, run_dir: str | os.PathLike, resume: st
                     {"model": final_model.state_dict(), "epoch": last_epoch,
                      "num_classes": data.num_classes, "config": config_to_dict(cfg),
                      "averaged": None, "optimizer": None})
-    return evaluate_model(final_model, data, cfg, run_dir)
+    res = evaluate_model(final_model, data, cfg, run_dir)
+    tracker.log_metrics(res, step=last_epoch)
+    tracker.log_artifacts([run_dir / "ranked.png", run_dir / "eval.json"])
+    return res
 
 
 def load_reid_model(path: str | os.PathLike, device="cpu") -> tuple[torch.nn.Module, ReidTrainConfig]:

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 
 import dataset_fixtures
 from mirror3d.engine.casl_train import (CaslTrainConfig, casl_records, casl_warm_up,
@@ -102,3 +103,26 @@ def test_data_checks_and_schedules(tmp_path, hq):
     clock = TrainingClock(2)
     assert casl_warm_up(cfg, clock, 0.0) == pytest.approx(0.01)
     assert casl_warm_up(cfg, clock, 1.0) == 1.0  # warm_epochs 1 in the smoke preset
+
+
+def test_training_run_logs_its_config_epochs_curve_summary_and_template_to_mlflow(tmp_path, hq):
+    store = tmp_path / "mlflow"
+    cfg = _cfg(hq, **{"tracking.uri": str(store), "optim.eval_every": 1})
+    run = tmp_path / "casl-run"
+    summary = train_casl_loop(cfg, run)
+    client = MlflowClient(tracking_uri=store.as_uri())
+    [tracked] = client.search_runs([client.get_experiment_by_name("train-casl").experiment_id])
+    assert (tracked.info.run_name, tracked.info.status) == ("casl-run", "FINISHED")
+    assert tracked.data.params["optim.epochs"] == "2"
+    assert tracked.data.params["data.image_size"] == "32,64"
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    history = client.get_metric_history(tracked.info.run_id, "loss")
+    assert [(m.step, m.value) for m in history] == [(x["epoch"], x["loss"]) for x in lines]
+    assert tracked.data.metrics["held_out_mask_iou"] == summary["held_out_mask_iou"]
+    # the learning-curve points (optim.eval_every) at their training steps
+    curve = [json.loads(x) for x in (run / "curve.jsonl").read_text().splitlines()]
+    key = next(k for k in curve[0] if k not in ("step", "epoch", "train_minutes"))
+    assert [m.step for m in client.get_metric_history(tracked.info.run_id, f"curve/{key}")] == \
+        [c["step"] for c in curve]
+    assert {a.path for a in client.list_artifacts(tracked.info.run_id)} == {
+        "config.yaml", "template_final.obj", "train_summary.json"}

@@ -63,6 +63,35 @@ def test_train_reid_prints_r1_map_and_the_run_dir(tmp_path, monkeypatch, capsys)
     assert json.loads(capsys.readouterr().out)["num_queries"] == 4
     assert (tmp_path / "ab" / "eval.json").exists()
 
+    # test point densities of a finished run (OG-Net Fig. 8): 1.0 is the plain evaluation
+    assert main(["eval-reid", str(tmp_path / "runs" / "r1"), "--densities", "0.25,0.5,1.0",
+                 "--out", str(tmp_path / "dens")]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev == json.loads((tmp_path / "dens" / "eval.json").read_text())
+    assert {d: v["num_points"] for d, v in ev["densities"].items()} == \
+        {"0.25": 64, "0.5": 128, "1.0": 256}
+    assert ev["densities"]["1.0"]["rank1"] == ev["rank1"] == again["rank1"]
+    assert ev["densities"]["1.0"]["map_trapezoid"] == ev["map_trapezoid"]
+    # twice the points the run trained with, at 50 %: the training count again
+    assert main(["eval-reid", str(tmp_path / "runs" / "r1"), "--num_points", "512",
+                 "--densities", "0.5", "--out", str(tmp_path / "dens2")]) == 0
+    ev2 = json.loads(capsys.readouterr().out)
+    assert ev2["densities"]["0.5"]["num_points"] == 256
+
+
+def test_bad_densities_are_one_error_line_before_anything_runs(tmp_path, capsys):
+    args = ["train-reid", "--smoke", "--eval_densities", "0.2", "--out_dir", str(tmp_path / "r")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["mirror3d train-reid: error: eval_densities: 0.2 of data.num_points 256 leaves "
+                   "51 points, fewer than model.init_points 64 (OG-Net's first FPS level); use a "
+                   "density >= 0.25"]
+    assert main(["eval-reid", str(tmp_path), "--densities", "0.5,0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["mirror3d eval-reid: error: densities: every element must be in (0, 1], "
+                   "got 0.5,0"]
+    assert not (tmp_path / "r").exists()
+
 
 def test_eval_reid_needs_a_run_dir_and_a_real_one(tmp_path, capsys):
     assert presets("eval-reid") == ["default", "smoke"]

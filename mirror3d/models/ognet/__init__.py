@@ -24,6 +24,7 @@ from mirror3d.models.ognet.layers import (
 from mirror3d.models.ognet.losses import CircleLoss, batch_hard_triplet, circle_loss
 from mirror3d.models.ognet.model import (
     DEFAULT_EDGE_BACKEND,
+    LAST_GRAPHS,
     OGNet,
     OGNetLayer,
     PAPER_NUM_POINTS,
@@ -51,6 +52,7 @@ __all__ = [
     "EDGE_BACKENDS",
     "EdgeConv",
     "EmbeddingHead",
+    "LAST_GRAPHS",
     "GatedResidual",
     "MaxMeanPool",
     "OGNet",

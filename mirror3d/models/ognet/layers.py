@@ -135,6 +135,10 @@ class EdgeConv(MessagePassing):
     the C_out-wide projections are computed per point and then gathered, instead of building
     the 2·C_in-wide edge tensor; the result is the same map.
 
+    With k = 1 the only neighbour is the point itself, ``e_ii = [0 ; h_i]``: the EdgeConv is
+    the per-point linear map ``W_b h_i + b`` -> BN over the points -> LeakyReLU (the pooling over
+    one neighbour is the identity), the OG-Net paper's k = 1 "linear layer" (Fig. 7, Table IV).
+
     Two interchangeable backends with the same parameters:
 
     * ``"dense"``: gather neighbours into (B, N, k, C_out), BN, pool over k;

@@ -43,6 +43,7 @@ from mirror3d.models.registry import register_model
 
 __all__ = [
     "DEFAULT_EDGE_BACKEND",
+    "LAST_GRAPHS",
     "OGNet",
     "OGNetLayer",
     "PAPER_NUM_POINTS",
@@ -61,6 +62,12 @@ __all__ = [
 #: torch-geometric path (the design keeps PyG unless dense is >= 1.5x faster); over the whole
 #: model, where the omni-scale modules dominate, 1.13-1.25x.
 DEFAULT_EDGE_BACKEND = "dense"
+
+
+#: What the last layer's kNN graph is built on (Zheng et al. 2022, Sec. III and Table IV):
+#: ``"position+appearance"`` = ``[xyz ; h]``, the paper's non-local graph (its default);
+#: ``"position"`` = xyz only, as every other layer (the Table IV ablation, -1.15 mAP).
+LAST_GRAPHS = ("position+appearance", "position")
 
 
 class ReIDOutput(NamedTuple):
@@ -234,7 +241,12 @@ class OGNet(ReIDNetwork):
     Args:
         feature_dims: EdgeConv width of each layer.
         num_classes: identities for the classifier (0: no classifier, ``logits=None``).
-        k: kNN neighbours (self included).
+        k: kNN neighbours (self included). ``k = 1`` leaves each point only itself: every
+            EdgeConv becomes a per-point linear map (+ BN, LeakyReLU), the paper's "graph
+            convolution replaced by a linear layer" (Fig. 7, Table IV).
+        last_graph: what the last layer's graph is built on, one of :data:`LAST_GRAPHS`
+            (``"position+appearance"``: ``[xyz ; h]``, the paper's non-local graph;
+            ``"position"``: xyz only, Table IV's ablation).
         num_convs: EdgeConvs per layer (Deep: 2).
         gated_residual: Deep's gated layer skip.
         in_channels: per-point input features (rgb: 3).
@@ -267,6 +279,7 @@ class OGNet(ReIDNetwork):
         drop_rate: float = 0.7,
         edge_backend: str = DEFAULT_EDGE_BACKEND,
         knn_chunk_size: int | None = None,
+        last_graph: str = "position+appearance",
     ) -> None:
         super().__init__()
         dims = [int(d) for d in feature_dims]
@@ -280,7 +293,10 @@ class OGNet(ReIDNetwork):
             raise ValueError(f"init_points and stride must be >= 1, got {init_points!r} and {stride!r}")
         if edge_backend not in EDGE_BACKENDS:
             raise ValueError(f"edge_backend must be one of {EDGE_BACKENDS}, got {edge_backend!r}")
+        if last_graph not in LAST_GRAPHS:
+            raise ValueError(f"last_graph must be one of {LAST_GRAPHS}, got {last_graph!r}")
         self.feature_dims = tuple(dims)
+        self.last_graph = last_graph
         self.in_channels = int(in_channels)
         self.init_points = int(init_points)
         self.k = int(k)
@@ -305,7 +321,7 @@ class OGNet(ReIDNetwork):
                     k=self.k,
                     num_convs=num_convs,
                     npoint=npoint if downsample else None,
-                    feature_graph=i == len(dims) - 1,
+                    feature_graph=i == len(dims) - 1 and last_graph == "position+appearance",
                     gated_residual=gated_residual,
                     radii=radii,
                     nsamples=nsamples,

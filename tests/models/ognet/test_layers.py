@@ -122,6 +122,32 @@ def test_edgeconv_pyg_equals_dense_outputs_and_gradients(mode):
     assert torch.allclose(dense.bn.running_var, pyg.bn.running_var, atol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["dense", "pyg"])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_edgeconv_with_k1_is_the_per_point_linear_map(backend, mode):
+    """k = 1 keeps only the point itself (e_ii = [0 ; h_i]): the EdgeConv is Linear(W_b, b) on
+    each point -> BN over the points -> LeakyReLU, the paper's k = 1 "linear layer" (OG-Net
+    Fig. 7, Table IV)."""
+    conv = EdgeConv(5, 8, backend=backend)
+    _randomise(conv, seed=3)
+    with torch.no_grad():  # non-trivial running statistics for eval mode
+        conv.bn.running_mean.uniform_(-0.5, 0.5)
+        conv.bn.running_var.uniform_(0.5, 2.0)
+    conv.train(mode == "train")
+    h = torch.randn(2, 30, 5)
+    idx = knn(torch.randn(2, 30, 3), 1)
+    assert torch.equal(idx, torch.arange(30).expand(2, 30).unsqueeze(-1))  # only itself
+    linear = nn.Linear(5, 8)
+    bn = copy.deepcopy(conv.bn)
+    with torch.no_grad():
+        linear.weight.copy_(conv.conv.weight[:, 5:])  # W_b: the h_i half of W = [W_a | W_b]
+        linear.bias.copy_(conv.conv.bias)
+    expected = F.leaky_relu(batch_norm_last(bn, linear(h)), 0.2)
+    assert torch.allclose(conv(h, idx), expected, atol=1e-5)
+    if mode == "train":  # the BN statistics see the same N positions, once each
+        assert torch.allclose(conv.bn.running_mean, bn.running_mean, atol=1e-6)
+
+
 def test_edgeconv_bad_backend_and_shapes():
     with pytest.raises(ValueError, match="backend"):
         EdgeConv(3, 4, backend="sparse")

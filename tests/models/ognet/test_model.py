@@ -8,6 +8,7 @@ import torch
 
 import mirror3d.models.ognet.model as model_mod
 from mirror3d.models.ognet import CNN2D, OGNet, ReIDOutput, count_paper_params
+from mirror3d.models.ognet.ops import knn_naive
 from mirror3d.models.registry import create_model, list_models, model_info
 
 OGNET_MODELS = list_models(module="mirror3d.models.ognet")
@@ -110,6 +111,57 @@ def test_structure_point_counts_graphs_and_residuals(monkeypatch):
     with torch.no_grad():
         model(*_inputs(model, n=200))
     assert seen == [(200, 3, 8), (160, 3, 8), (80, 3, 8), (40, 259, 8)]
+
+
+def _last_graph(model, inputs):
+    """(xyz, h) entering the last layer and the neighbour table its EdgeConv receives."""
+    seen = {}
+    last = model.layers[-1]
+    hooks = [last.register_forward_pre_hook(lambda m, a: seen.update(xyz=a[0], h=a[1])),
+             last.convs[0].register_forward_pre_hook(lambda m, a: seen.update(idx=a[1]))]
+    with torch.no_grad():
+        model(*inputs)
+    for hook in hooks:
+        hook.remove()
+    return seen["xyz"], seen["h"], seen["idx"]
+
+
+def test_last_graph_position_builds_the_last_knn_on_xyz_only():
+    """OG-Net Table IV: the last layer's graph on [xyz ; h] (the default, the non-local graph)
+    or on xyz only ("position"); every other layer is the same in both."""
+    torch.manual_seed(0)
+    default = create_model("og-net-small", num_classes=3, init_points=64, k=5).eval()
+    torch.manual_seed(0)
+    position = create_model("og-net-small", num_classes=3, init_points=64, k=5,
+                            last_graph="position").eval()
+    assert default.last_graph == "position+appearance" and position.last_graph == "position"
+    assert [l.feature_graph for l in default.layers] == [False, False, False, True]
+    assert not any(l.feature_graph for l in position.layers)
+    position.load_state_dict(default.state_dict())  # same parameters: only the graph differs
+    inputs = _inputs(default, n=80)
+
+    xyz, h, idx = _last_graph(position, inputs)
+    assert xyz.shape == (2, 16, 3)  # 64 -> 32 -> 16 points after three FPS levels
+    assert torch.equal(idx, knn_naive(xyz, 5))
+    xyz_d, h_d, idx_d = _last_graph(default, inputs)
+    assert torch.equal(xyz_d, xyz) and torch.equal(h_d, h)  # the same layer input
+    assert torch.equal(idx_d, knn_naive(torch.cat([xyz, h], dim=-1), 5))
+    assert not torch.equal(idx_d, idx)  # the appearance changes the neighbours
+    with pytest.raises(ValueError, match="last_graph must be one of"):
+        create_model("og-net-small", num_classes=3, last_graph="appearance")
+
+
+def test_k1_model_trains_every_graph_conv_as_a_linear_layer():
+    """k = 1 (OG-Net Fig. 7): every EdgeConv sees only the point itself; forward and backward."""
+    torch.manual_seed(0)
+    model = create_model("og-net-small", num_classes=4, init_points=64, k=1)
+    model.train()
+    out = model(*_inputs(model, n=80))
+    assert out.feature.shape == (2, 512) and torch.isfinite(out.feature).all()
+    (out.logits.square().sum() + out.feature.square().sum()).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    _, _, idx = _last_graph(model.eval(), _inputs(model, n=80))
+    assert torch.equal(idx[..., 0], torch.arange(16).expand(2, 16))
 
 
 def test_classifier_init_and_reset():
