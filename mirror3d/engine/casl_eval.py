@@ -28,7 +28,8 @@ at test time by N steps on its own reconstruction losses
 scored or drawn; the report states N (``metrics["refine"]``, the markdown's first lines).
 
 When the data root belongs to a SynthPeople tree (``gt/images.parquet`` in the root or its
-parent), each image's true mesh and camera are rebuilt (recipe + pose jitter) and
+parent), each image's true mesh and camera are rebuilt (recipe + pose jitter;
+:class:`mirror3d.data.synth.truth.SynthTruth`, also the lifting's ``synth-truth`` oracle) and
 :mod:`mirror3d.metrics.reconstruction` adds: normalised Chamfer-L2 of the prediction (each mesh
 in its camera frame, centred; also without centring), of the initial template and of the
 learned template placed with the true camera (baselines); camera errors (median azimuth error
@@ -55,8 +56,7 @@ import torch
 from tqdm import tqdm
 
 from mirror3d.data.datasets import ReconstructionDataset
-from mirror3d.data.synth import build_person, load_recipes, read_ground_truth
-from mirror3d.data.synth.truth import find_synth_root
+from mirror3d.data.synth.truth import SynthTruth, find_synth_root
 from mirror3d.engine.casl_train import CaslTrainConfig, casl_records
 from mirror3d.metrics.image import (RandomCNNExtractor, TorchModuleExtractor, extract_features,
                                     fd_metric_name, fd_score, mask_iou, ssim)
@@ -65,7 +65,6 @@ from mirror3d.metrics.reconstruction import (camera_errors, chamfer_l2_normalise
 from mirror3d.models.casl import viz
 from mirror3d.models.casl.inference import load_casl
 from mirror3d.models.casl.refine import DEFAULT_REFINED
-from mirror3d.render.camera import look_at_camera
 from mirror3d.utils.config import (ConfigError, config_from_dict, get_by_dotted, load_config,
                                    parse_overrides, update_config)
 from mirror3d.utils.rundir import run_directory
@@ -155,47 +154,6 @@ def load_feature_extractor(fid_model: str | None):
         raise ValueError(f"fid_model: cannot load {p} as a TorchScript module "
                          f"({type(exc).__name__})") from None
     return TorchModuleExtractor(module, (299, 299), name="inception", reports_fid=True)
-
-
-class SynthTruth:
-    """Ground truth of a SynthPeople tree: the parquet row and the exact posed mesh of an image.
-
-    Args:
-        root: the SynthPeople root (holding ``gt/``).
-    """
-
-    def __init__(self, root) -> None:
-        self.root = pathlib.Path(root).resolve()
-        rows = read_ground_truth(self.root).to_pylist()
-        self.rows = {r["path"]: r for r in rows if r.get("tree") == "market_hq"}
-        self.recipes = load_recipes(self.root)
-        self._people: dict = {}
-
-    def row_for(self, image_path: str) -> dict | None:
-        """The ground-truth row of an image file (None when the image is not in the tree)."""
-        try:
-            rel = pathlib.Path(image_path).resolve().relative_to(self.root).as_posix()
-        except ValueError:
-            return None
-        return self.rows.get(rel)
-
-    def mesh(self, row: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """(V, 3) posed vertices (object frame) and (F, 3) faces of a row's image."""
-        rid = int(row["recipe_id"])
-        if rid not in self._people:
-            if rid not in self.recipes:
-                raise ValueError(f"ground truth: recipe {rid} of {row['path']} is missing from "
-                                 f"{self.root}/gt/recipes.jsonl")
-            self._people[rid] = build_person(self.recipes[rid])
-        person = self._people[rid]
-        verts = person.posed(np.asarray(row["pose_jitter"], np.float32))[0]
-        return verts, person.faces
-
-    @staticmethod
-    def camera(row: dict):
-        return look_at_camera(torch.tensor([float(row["azimuth"])]), torch.tensor([float(row["elevation"])]),
-                              torch.tensor([float(row["distance"])]),
-                              torch.tensor([[float(row["bx"]), float(row["by"])]]))
 
 
 def _test_dataset(cfg: CaslTrainConfig, max_images: int) -> ReconstructionDataset:

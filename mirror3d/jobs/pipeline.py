@@ -1,5 +1,6 @@
-"""Job ``pipeline``, the main job behind ``make run``: SynthPeople → CASL → lifting (3 modes) →
-OG-Net per mode and the 2D baseline → evaluation → ``runs/pipeline/<name>/report.md``.
+"""Job ``pipeline``, the main job behind ``make run``: SynthPeople → CASL → lifting (3 modes, and
+the oracle with true meshes) → OG-Net per input and the 2D baseline → evaluation →
+``runs/pipeline/<name>/report.md``.
 
     python -m mirror3d pipeline [--smoke] [--name NAME] [--casl.optim.max_minutes 8] ...
     python jobs/pipeline.py --smoke                   # the same (make run = jobs/pipeline.py)
@@ -12,9 +13,17 @@ Stages, in order (each a function of the config and the stages before it; docs/a
     casl             CASL, quick budget (casl.optim.max_minutes)       → <run>/casl
     eval-casl        eval-casl on it (MaskIoU, SSIM, FD, 3D truth)     → <run>/casl/eval
     lift:<mode>      Ray Data lifting of the Market-1501 tree          → <run>/lifted/<mode>
+    lift:oracle:<mode>  the same with SynthPeople's true meshes       → <run>/lifted/oracle_<mode>
     reid:<mode>      OG-Net-Small on the mode's shards (same budget)   → <run>/reid/<mode>
+    reid:oracle:<mode>  the same on the oracle's shards               → <run>/reid/oracle_<mode>
     reid:baseline    the 2D baseline on the images (same budget)      → <run>/reid/baseline
     report           report.md + report.json (:mod:`mirror3d.jobs.pipeline_report`)
+
+``oracle_modes`` (``casl-*`` modes) lift with the ``synth-truth`` reconstructor: each image's true
+mesh and camera from SynthPeople's ground truth, with the same masks, lifting settings, model and
+budget as the CASL row of the mode. It is an upper bound that needs ground truth, not a method;
+the report marks its rows so and computes how much of the OG-Net paper's Table I ordering holds
+with CASL's meshes and with the true ones (Zheng et al. 2021, Table I).
 
 The sections ``synth``, ``casl``, ``lift`` and ``reid`` are the stand-alone jobs' configs (synth,
 train-casl, lift, train-reid); the presets in ``configs/pipeline/`` compose those jobs' presets
@@ -48,8 +57,10 @@ from mirror3d.data.synth.config import SynthConfig
 from mirror3d.engine.casl_eval import EvalCaslOptions, evaluate_casl
 from mirror3d.engine.casl_train import CaslTrainConfig
 from mirror3d.engine.reid_train import ReidTrainConfig, load_reid_model
-from mirror3d.jobs.pipeline_report import write_report
+from mirror3d.jobs.pipeline_report import ORACLE_PREFIX, write_report
 from mirror3d.lifting.config import LiftConfig
+from mirror3d.lifting.modes import MODES_NEEDING_MASK
+from mirror3d.lifting.reconstructors import SYNTH_TRUTH
 from mirror3d.models.casl import load_casl
 from mirror3d.models.ognet.model import count_paper_params
 from mirror3d.platform.casl import train_casl
@@ -64,10 +75,12 @@ from mirror3d.utils.fingerprint import fingerprint
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CONFIG", "MODES", "RUN_DIR_PLACEHOLDER", "PipelineConfig", "PipelineResult",
-           "StageRecord", "resolve_run_dir", "run", "run_pipeline"]
+__all__ = ["CONFIG", "MESH_MODES", "MODES", "RUN_DIR_PLACEHOLDER", "PipelineConfig",
+           "PipelineResult", "StageRecord", "resolve_run_dir", "run", "run_pipeline"]
 
 MODES = ("flat", "casl-visible", "casl-visible+bg")
+#: The modes that lift a mesh, and so have an oracle with SynthPeople's true meshes.
+MESH_MODES = tuple(m for m in MODES if m in MODES_NEEDING_MASK)
 
 #: The placeholder of ``synth.out`` that stands for the run directory.
 RUN_DIR_PLACEHOLDER = "{run_dir}"
@@ -101,6 +114,10 @@ class PipelineConfig:
         "help": "shown in brackets after the run name in report.md's title (e.g. 'smoke sizes')"})
     modes: tuple[str, ...] = field(default=MODES, metadata={
         "choices": list(MODES), "help": "lifting modes, each trained with reid.model.name"})
+    oracle_modes: tuple[str, ...] = field(default=MESH_MODES, metadata={
+        "choices": list(MESH_MODES),
+        "help": "modes also lifted with SynthPeople's true meshes and cameras (synth-truth) and "
+                "trained like the others: an upper bound that needs ground truth, not a method"})
     baseline: str = field(default="cnn2d-small", metadata={
         "help": "2D baseline model trained on the images with the same budget ('' = none)"})
     eval_images: int = field(default=128, metadata={
@@ -115,7 +132,7 @@ class PipelineConfig:
     reid: ReidTrainConfig = field(default_factory=_reid_default)
 
     def validate(self) -> None:
-        if not self.modes and not self.baseline:
+        if not self.modes and not self.oracle_modes and not self.baseline:
             raise ConfigError("modes: expected at least one lifting mode or a baseline")
 
 
@@ -147,6 +164,44 @@ class PipelineResult:
 
 def _slug(mode: str) -> str:
     return mode.replace("+", "_")
+
+
+def _oracle_lift(cfg: LiftConfig) -> LiftConfig:
+    return update_config(cfg, {"reconstructor": SYNTH_TRUTH, "checkpoint": "", "refine_steps": 0})
+
+
+@dataclass(frozen=True)
+class _Input:
+    """One lifted input of the re-id table: a lifting mode and whose meshes it lifts with
+    (CASL's, or SynthPeople's true ones: ``oracle``)."""
+
+    mode: str
+    oracle: bool = False
+
+    @property
+    def key(self) -> str:
+        """Stage suffix and report key: ``<mode>`` or ``oracle:<mode>``."""
+        return f"{ORACLE_PREFIX}{self.mode}" if self.oracle else self.mode
+
+    @property
+    def slug(self) -> str:
+        """Folder name under ``lifted/`` and ``reid/``."""
+        return f"oracle_{_slug(self.mode)}" if self.oracle else _slug(self.mode)
+
+    def lift_config(self, cfg: LiftConfig, checkpoint: str) -> LiftConfig:
+        """``cfg`` with this input's mode and reconstructor (paths are set by the stage)."""
+        if self.oracle:
+            cfg = _oracle_lift(cfg)
+        return update_config(cfg, {"mode": self.mode, "checkpoint": checkpoint
+                                   if self.mode != "flat" and not self.oracle else ""})
+
+    def lift_settings(self, cfg: LiftConfig) -> dict:
+        """The lift stage's settings (fingerprint): the ``lift`` section as configured; the
+        oracle's without the CASL reconstructor and refinement it replaces."""
+        return config_to_dict(_oracle_lift(cfg) if self.oracle else cfg)
+
+    def lift_deps(self) -> tuple[str, ...]:
+        return ("synth", "casl") if self.mode != "flat" and not self.oracle else ("synth",)
 
 
 class _Stages:
@@ -229,15 +284,15 @@ def _eval_casl_stage(casl_dir: str, options: EvalCaslOptions) -> dict:
     return {"eval_dir": str(pathlib.Path(casl_dir) / "eval"), "metrics": m}
 
 
-def _lift_stage(cfg: LiftConfig, run_dir: pathlib.Path, synth_root: str, mode: str,
-                checkpoint: str, resume: bool) -> dict:
-    out = run_dir / "lifted" / _slug(mode)
+def _lift_stage(cfg: LiftConfig, run_dir: pathlib.Path, synth_root: str, slug: str,
+                resume: bool) -> dict:
+    """Lift the Market-1501 tree with ``cfg`` (its mode and reconstructor already set)."""
+    out = run_dir / "lifted" / slug
     _fresh_dir(out, resume)
     cfg = update_config(cfg, {
         "root": str(pathlib.Path(synth_root) / "Market-1501"), "reader": "market1501",
-        "mask_dir": str(pathlib.Path(synth_root) / "Market-HQ"), "mode": mode,
-        "checkpoint": checkpoint if mode != "flat" else "", "out": str(out),
-        "name": _slug(mode), "runs_root": str(run_dir), "overwrite": True})
+        "mask_dir": str(pathlib.Path(synth_root) / "Market-HQ"), "out": str(out),
+        "name": slug, "runs_root": str(run_dir), "overwrite": True})
     rep = run_lift(cfg)
     s = rep.summary
     pics = sorted(str(p) for p in (rep.run_dir / "pictures").glob("*.png")) if rep.run_dir else []
@@ -298,20 +353,21 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
                        lambda r: _eval_casl_stage(casl["run_dir"], eval_options),
                        lambda res: [pathlib.Path(res["eval_dir"]) / "metrics.json"],
                        deps=("casl",))
+    inputs = [_Input(m) for m in cfg.modes] + [_Input(m, oracle=True) for m in cfg.oracle_modes]
     lifts, reids = {}, {}
-    for mode in cfg.modes:
-        lifts[mode] = st.run(f"lift:{mode}", plain(cfg.lift),
-                             lambda r, mode=mode: _lift_stage(cfg.lift, run_dir, root, mode,
-                                                              casl["checkpoint"], r),
-                             lambda res: [pathlib.Path(res["shards"])],
-                             deps=("synth",) if mode == "flat" else ("synth", "casl"))
-    for mode in cfg.modes:
-        reids[mode] = st.run(f"reid:{mode}", plain(cfg.reid),
-                             lambda r, mode=mode: _reid_stage(
-                                 cfg.reid, run_dir, _slug(mode), r,
-                                 shards=lifts[mode]["shards"]),
-                             lambda res: [pathlib.Path(res["run_dir"]) / "model_final.pt"],
-                             deps=(f"lift:{mode}",))
+    for inp in inputs:
+        lifts[inp.key] = st.run(
+            f"lift:{inp.key}", inp.lift_settings(cfg.lift),
+            lambda r, inp=inp: _lift_stage(inp.lift_config(cfg.lift, casl["checkpoint"]), run_dir,
+                                           root, inp.slug, r),
+            lambda res: [pathlib.Path(res["shards"])], deps=inp.lift_deps())
+    for inp in inputs:
+        reids[inp.key] = st.run(
+            f"reid:{inp.key}", plain(cfg.reid),
+            lambda r, inp=inp: _reid_stage(cfg.reid, run_dir, inp.slug, r,
+                                           shards=lifts[inp.key]["shards"]),
+            lambda res: [pathlib.Path(res["run_dir"]) / "model_final.pt"],
+            deps=(f"lift:{inp.key}",))
     baseline = None
     if cfg.baseline:
         bcfg = update_config(cfg.reid, {"model.name": cfg.baseline})
@@ -331,7 +387,7 @@ def run(cfg: PipelineConfig) -> int:
     res = run_pipeline(cfg)
     print(f"pipeline: report -> {res.report}")
     text = res.report.read_text()
-    if "\n## Re-identification" in text:
-        reid = text.split("\n## Re-identification", 1)[1].split("\n\n")
-        print("## Re-identification" + "\n\n".join(reid[:4]))
+    if "\n## Re-identification" in text:  # the table and its paragraphs, not the picture links
+        reid = text.split("\n## Re-identification", 1)[1].split("\n## ", 1)[0]
+        print("## Re-identification" + reid.split("\n- ranked lists", 1)[0].rstrip())
     return 0

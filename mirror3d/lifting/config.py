@@ -69,8 +69,10 @@ class LiftConfig:
                 "frame (the background plane of casl-visible+bg then always faces +z)"})
     seed: int = field(default=0, metadata={"help": "base seed (per image: hash of seed and path)"})
     reconstructor: str = field(default="casl", metadata={
-        "help": "casl (mirror3d.models.casl.load_casl(checkpoint)) | oracle-template | "
-                "oracle-sphere | module:factory (factory(checkpoint) → reconstructor)"})
+        "help": "casl (mirror3d.models.casl.load_casl(checkpoint)) | synth-truth (each "
+                "SynthPeople image's true mesh and camera: an oracle that needs ground truth, "
+                "no checkpoint) | oracle-template | oracle-sphere | module:factory "
+                "(factory(checkpoint) → reconstructor)"})
     checkpoint: str = field(default="", metadata={"help": "CASL checkpoint (casl-* modes)"})
     refine_steps: int = field(default=0, metadata={
         "range": (0, 100_000),

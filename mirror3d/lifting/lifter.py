@@ -15,6 +15,9 @@ Bad input never stops a shard; it is counted in the shard's meta file
 - ``estimated``: no mask file, the mask was estimated by GrabCut (``missing_mask="estimate"``);
 - ``rejected``: fewer than ``min_points`` points with ``short="reject"`` (or none at all);
 - ``padded``: fewer than ``min_points`` points, padded by repetition (kept).
+
+A reconstructor's own error (``synth-truth``: an image the ground truth does not list) is not bad
+input: it stops the shard, naming the image (the driver checks every image before lifting).
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ class ShardLifter:
         self.reconstructor = None
         if cfg.mode in MODES_NEEDING_MASK:
             self.reconstructor = build_reconstructor(cfg.reconstructor, cfg.checkpoint, self.device,
-                                                     cfg.refine_steps)
+                                                     cfg.refine_steps, root=cfg.root)
         self.pid = os.getpid()
 
     def lift_job(self, job: ShardJob) -> dict:
@@ -99,7 +102,8 @@ class ShardLifter:
             if estimate:
                 estimated.append(path)
             try:
-                res = lift_image(image, mask, self.cfg.mode, self.reconstructor, self.params, seed)
+                res = lift_image(image, mask, self.cfg.mode, self.reconstructor, self.params, seed,
+                                 path=path)
             except MissingMask:
                 no_mask.append(path)
                 continue

@@ -7,6 +7,12 @@ Modes (the OG-Net paper's Table I inputs):
   (:func:`mirror3d.lifting.visible.lift_visible`); needs a mask and a reconstructor.
 - ``casl-visible+bg``: as above plus the background pixels at the body's mean depth.
 
+The ``casl-*`` modes take any reconstructor (:mod:`mirror3d.lifting.reconstructors`): CASL's
+prediction (the method), or ``synth-truth``, SynthPeople's true mesh and camera of each image —
+an oracle that needs ground truth, an upper bound for what the mode gives when the mesh is
+right, not a method. Such a reconstructor finds the image by its file (``needs_path``), which
+:func:`lift_image` passes as ``path``.
+
 Point counts (``LiftParams``): ``num_points`` N is the density, the number of points per sample.
 
 - ``flat`` lifts H·W pixels.
@@ -154,6 +160,7 @@ def lift_image(
     reconstructor: Reconstructor | None = None,
     params: LiftParams = LiftParams(),
     seed: int = 0,
+    path: str | None = None,
 ) -> LiftResult:
     """Lift one image with ``mode`` (see the module docstring).
 
@@ -164,12 +171,15 @@ def lift_image(
         reconstructor: required by the ``casl-*`` modes (built once, reused for many images).
         params: :class:`LiftParams`.
         seed: seed of every random draw for this image (see :func:`seed_for_key`).
+        path: the image's file, passed to a reconstructor that looks images up by file
+            (``reconstructor.needs_path``, e.g. ``synth-truth``); others never see it.
     Returns:
         :class:`LiftResult` with N_out = min(M, num_points), or min_points when padded.
     Raises:
         MissingMask: a ``casl-*`` mode without a mask.
         TooFewPoints: fewer than ``min_points`` with ``short="reject"``, or no point at all.
-        ValueError: bad inputs.
+        ValueError: bad inputs; a reconstructor's own errors (``synth-truth``: an image without
+            ground truth).
     """
     if mode not in LIFT_MODES:
         raise ValueError(f"mode: expected one of {LIFT_MODES}, got {mode!r}")
@@ -189,7 +199,10 @@ def lift_image(
         else:  # pixel density, like the background; the cap to num_points comes after
             wanted = float(m.sum())
         num_samples = max(1, math.ceil(wanted * params.oversample))
-        recon = reconstructor.reconstruct(np.asarray(image), m)
+        if getattr(reconstructor, "needs_path", False):
+            recon = reconstructor.reconstruct(np.asarray(image), m, path=path)
+        else:
+            recon = reconstructor.reconstruct(np.asarray(image), m)
         gen = torch.Generator(device=recon.vertices.device).manual_seed(seed)
         try:
             pts = lift_visible(image, m, recon, num_samples, gen, params.depth_tol,

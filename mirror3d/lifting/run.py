@@ -174,19 +174,21 @@ def lift_dataset(cfg: LiftConfig, lift_shards: ShardRunner | None = None,
     Args:
         lift_shards: lifts the missing shards; default :func:`lift_in_process`.
     Raises:
-        ValueError: a mode that needs masks without ``mask_dir``, an unusable reconstructor, an
-            out dir lifted with other settings, or a dataset with no image in ``splits``.
+        ValueError: a mode that needs masks without ``mask_dir``, an unusable reconstructor
+            (``synth-truth``: also an image without ground truth, named), an out dir lifted with
+            other settings, or a dataset with no image in ``splits``.
     """
     if cfg.mode in MODES_NEEDING_MASK:
         if not cfg.mask_dir and cfg.missing_mask == "skip":
             raise ValueError(f"mask_dir: mode {cfg.mode!r} needs foreground masks; set mask_dir "
                              f"(e.g. the Market-HQ tree next to the Market-1501 one) or "
                              f"missing_mask=estimate")
-        # fail fast, before any worker
-        check_reconstructor(cfg.reconstructor, cfg.checkpoint, cfg.refine_steps)
     jobs, read_summary = plan_shards(cfg)
     if not jobs:
         raise ValueError(f"root: no image of splits {list(cfg.splits)} in {cfg.root}")
+    if cfg.mode in MODES_NEEDING_MASK:  # fail fast, before any worker
+        check_reconstructor(cfg.reconstructor, cfg.checkpoint, cfg.refine_steps, cfg.root,
+                            [p for j in jobs for p in j.paths])
     out = prepare_out(cfg)
     pending = [j for j in jobs if not shard_done(out, j.name)]
     skipped = [j.name for j in jobs if j not in pending]

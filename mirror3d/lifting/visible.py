@@ -33,7 +33,11 @@ look-at parameters (``azimuth``, ``elevation``, ``distance``, ``bias``, as CASL'
 ``CameraParams``). An optional ``image_size`` (W, H) — the input size the model saw — fixes the
 camera's aspect ratio; the projection then maps NDC to the photo's pixels, so a photo of another
 size (same framing) still lines up. ``mirror3d.models.casl.load_casl`` returns such a model;
-:class:`OracleReconstructor` returns fixed meshes (tests, benchmarks).
+:class:`OracleReconstructor` returns fixed meshes (tests, benchmarks); the ``synth-truth``
+reconstructor (:mod:`mirror3d.lifting.reconstructors`) returns each SynthPeople image's true mesh
+and camera — an oracle that needs ground truth, the upper bound of what a reconstruction can give
+(a reconstructor that looks the image up by its file sets ``needs_path`` and is called as
+``reconstruct(image, mask, path=...)``).
 """
 
 from __future__ import annotations
@@ -95,7 +99,10 @@ class Reconstruction(Protocol):
 
 @runtime_checkable
 class Reconstructor(Protocol):
-    """A single-image reconstruction model (e.g. CASL, ``mirror3d.models.casl.load_casl``)."""
+    """A single-image reconstruction model (e.g. CASL, ``mirror3d.models.casl.load_casl``).
+
+    One that looks images up by file instead (the ``synth-truth`` oracle) has a true
+    ``needs_path`` attribute and takes ``reconstruct(image, mask, path=...)``."""
 
     def reconstruct(self, image: np.ndarray, mask: np.ndarray) -> Reconstruction:
         """image: (H, W, 3) uint8; mask: (H, W) bool foreground → a :class:`Reconstruction`."""

@@ -19,7 +19,8 @@ from mirror3d.utils.config import ConfigError, flatten_config, update_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 STAGES = ["synth", "casl", "eval-casl", "lift:flat", "lift:casl-visible", "lift:casl-visible+bg",
-          "reid:flat", "reid:casl-visible", "reid:casl-visible+bg", "reid:baseline"]
+          "lift:oracle:casl-visible+bg", "reid:flat", "reid:casl-visible", "reid:casl-visible+bg",
+          "reid:oracle:casl-visible+bg", "reid:baseline"]
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -82,7 +83,9 @@ def test_run_dir_placeholder_and_mode_checks(tmp_path):
     assert resolved.synth.out == str(run_dir / "synthpeople")
     assert resolve_run_dir(PipelineConfig())[0].synth.out == str(pathlib.Path("data/synthpeople").resolve())
     with pytest.raises(ConfigError, match="modes"):
-        update_config(PipelineConfig(), {"modes": (), "baseline": ""})
+        update_config(PipelineConfig(), {"modes": (), "oracle_modes": (), "baseline": ""})
+    with pytest.raises(ConfigError, match="oracle_modes"):  # flat has no mesh to replace
+        update_config(PipelineConfig(), {"oracle_modes": ("flat",)})
 
 
 def test_bad_config_value_is_one_clear_line():
@@ -121,14 +124,31 @@ def test_smoke_pipeline_writes_the_report(smoke_run):
         assert (res.report.parent / link).exists(), link
     data = json.loads((res.run_dir / "report.json").read_text())
     rows = {r["input"]: r for r in data["reid"]}
-    assert set(rows) == {"flat", "casl-visible", "casl-visible+bg", "image (2D baseline)"}
+    assert list(rows) == ["flat", "casl-visible", "casl-visible+bg", "image (2D baseline)",
+                          "oracle:casl-visible+bg"]
     for r in rows.values():
         assert 0.0 <= r["rank1"] <= r["rank5"] <= 1.0 and 0.0 <= r["map"] <= 1.0
         assert r["params"] > 100_000 and r["epochs"] == cfg.reid.optim.epochs
         # the table shows the same numbers
         assert f"| {100 * r['rank1']:.1f} | {100 * r['rank5']:.1f} | {100 * r['map']:.1f}" in md
     assert rows["image (2D baseline)"]["model"] == "cnn2d-small"
-    for mode in ("flat", "casl-visible", "casl-visible+bg"):
+    # the oracle row: true meshes, marked as such in both files, with the computed Table I lines
+    oracle = rows["oracle:casl-visible+bg"]
+    assert oracle["oracle"] and oracle["mesh"] == "true" and oracle["mode"] == "casl-visible+bg"
+    assert not any(r["oracle"] for k, r in rows.items() if k != "oracle:casl-visible+bg")
+    assert "upper bound that needs ground truth" in data["oracle_note"]
+    assert "| casl-visible+bg, **true mesh (oracle)** † | og-net-small |" in md
+    assert f"† {data['oracle_note']}." in md
+    t1 = data["table1"]
+    assert set(t1["meshes"]) == {"casl", "true"} and set(t1["gaps"]) == {"casl-visible+bg"}
+    gap = 100 * (oracle["map"] - rows["casl-visible+bg"]["map"])
+    assert t1["gaps"]["casl-visible+bg"]["points"] == pytest.approx(gap)
+    assert f"= {gap:+.1f} mAP points" in md and "- with true meshes (oracle): " in md
+    lifted = res.stages["lift:oracle:casl-visible+bg"].result
+    assert lifted["shards"] == str(res.run_dir / "lifted" / "oracle_casl-visible_bg")
+    assert json.loads((pathlib.Path(lifted["shards"]) / "_meta" / "lift_settings.json")
+                      .read_text())["reconstructor"] == "synth-truth"
+    for mode in ("flat", "casl-visible", "casl-visible+bg", "oracle:casl-visible+bg"):
         lift = data["lift"][mode]
         # every image is a row or a counted skip (a poor smoke CASL may see no body point)
         c = lift["counts"]
@@ -160,7 +180,8 @@ def test_rerun_reuses_stages_and_resumes_at_the_failed_one(smoke_run):
     assert len(log) == cfg.reid.optim.epochs  # resumed after its last epoch: nothing retrained
 
     # changed settings of one stage: it and its dependants run again, the rest is reused
-    changed = update_config(cfg, {"lift.num_points": 384, "modes": ("flat",), "baseline": ""})
+    changed = update_config(cfg, {"lift.num_points": 384, "modes": ("flat",), "oracle_modes": (),
+                                  "baseline": ""})
     fourth = run_pipeline(changed)
     assert [k for k, r in fourth.stages.items() if not r.reused] == ["lift:flat", "reid:flat"]
     assert "casl-visible" not in json.dumps(json.loads(

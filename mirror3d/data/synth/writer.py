@@ -73,8 +73,8 @@ from mirror3d.utils.fingerprint import check_settings, read_settings, write_sett
 __all__ = [
     "GENERATOR_VERSION", "Unit", "plan_units", "plan_shards", "choose_queries", "market_stem",
     "generate_unit", "write_shard", "ShardWriter", "write_shards_in_process", "generate_dataset",
-    "load_recipes", "read_ground_truth", "view_from_row", "rerender_row", "file_hashes",
-    "gt_schema", "shard_done", "identity_camera_sheet",
+    "load_recipes", "read_ground_truth", "synth_settings", "view_from_row", "rerender_row",
+    "file_hashes", "gt_schema", "shard_done", "identity_camera_sheet",
 ]
 
 GENERATOR_VERSION = "synthpeople-1"
@@ -565,6 +565,20 @@ def read_ground_truth(root: str | os.PathLike):
     return pq.read_table(path)
 
 
+def synth_settings(root: str | os.PathLike) -> dict[str, Any]:
+    """The settings a SynthPeople tree was generated with (``.synth/config.json``: seed,
+    cameras, ``image_size`` as [W, H], ...).
+
+    Raises:
+        FileNotFoundError: the tree has no (readable) settings file.
+    """
+    path = _state(pathlib.Path(root)) / "config.json"
+    fp = read_settings(path)
+    if fp is None:
+        raise FileNotFoundError(f"no SynthPeople settings at {path}")
+    return fp
+
+
 def view_from_row(row: dict[str, Any]) -> View:
     """The :class:`View` of a ground-truth row (a dict of column → value)."""
     return View(camid=int(row["camid"]), azimuth=float(row["azimuth"]),
@@ -581,9 +595,7 @@ def rerender_row(root: str | os.PathLike, row: dict[str, Any]) -> tuple[np.ndarr
         rgb (H, W, 3) uint8 and mask (H, W) bool, identical to the written PNGs.
     """
     root = pathlib.Path(root)
-    fp = read_settings(_state(root) / "config.json")
-    if fp is None:
-        raise FileNotFoundError(f"no SynthPeople settings at {_state(root) / 'config.json'}")
+    fp = synth_settings(root)
     recipe = load_recipes(root)[int(row["recipe_id"])]
     rig = camera_rig(int(fp["cameras"]), int(fp["seed"]))
     w, h = fp["image_size"]
