@@ -10,7 +10,9 @@ shard (:meth:`ShardLifter.lift_job`). It knows nothing of Ray: the in-process ru
 Bad input never stops a shard; it is counted in the shard's meta file
 ``<out>/_meta/<shard>.json``:
 
-- ``bad``: an image (or its mask) that cannot be read or decoded, or a failed mask estimation;
+- ``bad``: an image (or its mask) that cannot be read or decoded, a failed mask estimation, or a
+  mask the reconstructor cannot use (:class:`mirror3d.models.casl.MaskError`: empty, full, or
+  with no foreground pixel left at the model's input size — e.g. a GrabCut estimate of 3 pixels);
 - ``no_mask``: a ``casl-*`` mode and no mask for the image (``missing_mask="skip"``);
 - ``estimated``: no mask file, the mask was estimated by GrabCut (``missing_mask="estimate"``);
 - ``rejected``: fewer than ``min_points`` points with ``short="reject"`` (or none at all);
@@ -35,6 +37,7 @@ from mirror3d.lifting.modes import MODES_NEEDING_MASK, MissingMask, TooFewPoints
 from mirror3d.lifting.plan import ShardJob
 from mirror3d.lifting.reconstructors import build_reconstructor
 from mirror3d.lifting.shards import write_shard
+from mirror3d.models.casl import MaskError
 from mirror3d.utils.files import atomic_write
 
 __all__ = ["META_DIR", "load_sample_image", "ShardLifter"]
@@ -106,6 +109,9 @@ class ShardLifter:
                                  path=path)
             except MissingMask:
                 no_mask.append(path)
+                continue
+            except MaskError as e:
+                bad.append([path, " ".join(str(e).split())])
                 continue
             except TooFewPoints as e:
                 rejected.append([path, str(e)])

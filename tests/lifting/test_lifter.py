@@ -1,6 +1,7 @@
 """One shard in one process (mirror3d/lifting/lifter.py): decode, lift, write, count."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from mirror3d.lifting.lifter import META_DIR, ShardLifter, load_sample_image
 from mirror3d.lifting.plan import plan_shards
 from mirror3d.lifting.reconstructors import build_reconstructor, check_reconstructor
 from mirror3d.lifting.shards import read_shards
+from mirror3d.models.casl import MaskError
 from mirror3d.models.casl.step import build_casl_model
 from mirror3d.utils.checkpoint import save_checkpoint
 
@@ -99,3 +101,34 @@ def test_refine_steps_reach_the_casl_reconstructor(tmp_path):
             check_reconstructor(spec, "c", 4)
         with pytest.raises(ValueError, match="refine_steps"):
             build_reconstructor(spec, "c", refine_steps=4)
+
+
+class _MaskRefusing:
+    """A reconstructor that refuses masks with fewer than 40 foreground pixels, like CASL's
+    MaskError for a silhouette that vanishes at its input size, and fails otherwise (a bug)."""
+
+    def reconstruct(self, image, mask):
+        if mask.sum() < 40:
+            raise MaskError(f"mask: no foreground pixel left ({int(mask.sum())} pixels)")
+        raise ValueError("a bug in the reconstructor")
+
+
+def mask_refusing_factory(checkpoint):
+    return _MaskRefusing()
+
+
+def test_an_unusable_mask_is_a_listed_bad_image_and_other_errors_stop_the_shard(tmp_path):
+    tree = make_lift_tree(tmp_path / "data")
+    job = next(j for j in plan_shards(lift_cfg(tree, tmp_path))[0] if j.split == "gallery")
+    for mpath in job.masks:  # every mask of the shard down to 2 pixels (a failed estimate)
+        tiny = np.zeros((16, 8), np.uint8)
+        tiny[5, 3:5] = 255
+        fx.write_mask(pathlib.Path(mpath), tiny)
+    lifter = ShardLifter(lift_cfg(tree, tmp_path, reconstructor=f"{__name__}:mask_refusing_factory",
+                                  checkpoint="c"), set_threads=False)
+    meta = lifter.lift_job(job)
+    assert meta["rows"] == 0 and [b[0] for b in meta["bad"]] == job.paths
+    assert all("no foreground pixel left" in b[1] for b in meta["bad"])
+    ok = next(j for j in plan_shards(lift_cfg(tree, tmp_path))[0] if j.split == "train")
+    with pytest.raises(ValueError, match="a bug in the reconstructor"):
+        lifter.lift_job(ok)

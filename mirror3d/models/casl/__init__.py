@@ -16,6 +16,6 @@ Ray Train by :func:`mirror3d.platform.casl.train_casl`; evaluation is
 :func:`mirror3d.engine.casl_eval.evaluate_casl` (docs/architecture.md).
 """
 
-from mirror3d.models.casl.inference import CaslPredictor, Reconstruction, load_casl
+from mirror3d.models.casl.inference import CaslPredictor, MaskError, Reconstruction, load_casl
 
-__all__ = ["load_casl", "CaslPredictor", "Reconstruction"]
+__all__ = ["load_casl", "CaslPredictor", "Reconstruction", "MaskError"]

@@ -30,7 +30,14 @@ from mirror3d.render.mesh_io import export_mesh
 from mirror3d.utils.checkpoint import CheckpointError, load_checkpoint
 from mirror3d.utils.config import config_from_dict, config_to_dict
 
-__all__ = ["load_casl", "CaslPredictor", "Reconstruction", "CameraParams"]
+__all__ = ["load_casl", "CaslPredictor", "Reconstruction", "CameraParams", "MaskError"]
+
+
+class MaskError(ValueError):
+    """A mask that is readable but unusable as a silhouette: empty, covering the whole image, or
+    with no foreground pixel left at the model's input size. Callers that lift many images
+    (the lifting job) count such an image as bad input; any other ``ValueError`` is a bug or a
+    wrong argument and stops them."""
 
 
 @dataclass
@@ -167,9 +174,9 @@ def _to_mask_array(mask, shape: tuple[int, int], name: str = "mask") -> np.ndarr
     else:
         raise ValueError(f"{name}: expected a bool, integer or float mask, got dtype {m.dtype}")
     if not fg.any():
-        raise ValueError(f"{name}: empty (no foreground pixel); expected a person's silhouette")
+        raise MaskError(f"{name}: empty (no foreground pixel); expected a person's silhouette")
     if fg.all():
-        raise ValueError(f"{name}: covers the whole image (no background pixel); expected a "
+        raise MaskError(f"{name}: covers the whole image (no background pixel); expected a "
                          f"person's silhouette")
     return fg
 
@@ -232,7 +239,7 @@ class CaslPredictor:
         rgb = np.asarray(Image.fromarray(img).resize((w, h), Image.BICUBIC), np.float32) / 255.0
         mm = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) > 127
         if not mm.any():
-            raise ValueError(f"mask: no foreground pixel left at the model's size {w}x{h} "
+            raise MaskError(f"mask: no foreground pixel left at the model's size {w}x{h} "
                              f"({int(m.sum())} of {m.size} pixels in the input); expected a "
                              f"larger silhouette")
         if not self.keeps_background:
