@@ -42,6 +42,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "train-reid": ("mirror3d.jobs.train_reid", "train OG-Net (point clouds) or the 2D baseline on Ray Train, then evaluate"),
     "eval-reid": ("mirror3d.jobs.eval_reid", "evaluate a re-id run (CMC, mAP, ranked picture), also across datasets"),
     "lift": ("mirror3d.jobs.lift", "lift a re-id dataset to point-cloud shards on Ray Data (flat | casl-visible[+bg])"),
+    "sweep": ("mirror3d.jobs.sweep", "a Ray Tune sweep of train-reid / train-casl over a spec in configs/sweeps/ (k, density, schedules, ...)"),
     "pipeline": ("mirror3d.jobs.pipeline", "the main job: SynthPeople -> CASL -> lifting -> OG-Net + 2D baseline -> report.md"),
 }
 

@@ -19,11 +19,14 @@ from __future__ import annotations
 import json
 import pathlib
 import shutil
+from collections.abc import Sequence
+from typing import Any
 
 from mirror3d.engine.casl_ablation import (PAPER_TABLE4, AblationConfig, ablation_markdown,
                                            ablation_row, finished_metrics, variant_config)
 from mirror3d.engine.casl_eval import EvalCaslOptions, evaluate_casl
 from mirror3d.engine.casl_train import KIND, CaslTrainConfig, load_casl_data, train_casl_loop
+from mirror3d.engine.tracking import resolve_tracking
 from mirror3d.platform.train import ray_report, train_run, worker_device
 from mirror3d.utils.config import config_from_dict, save_config, update_config
 from mirror3d.utils.files import atomic_write
@@ -38,7 +41,7 @@ def casl_worker(loop_config: dict) -> None:
                     device=worker_device(), report=ray_report)
 
 
-def train_casl(cfg: CaslTrainConfig) -> pathlib.Path:
+def train_casl(cfg: CaslTrainConfig, callbacks: Sequence[Any] = ()) -> pathlib.Path:
     """Train through Ray Train; returns the run directory, which holds ``config.yaml``,
     ``metrics.jsonl``, ``checkpoints/``, ``templates/``, ``model_final.pt``,
     ``template_final.obj`` and ``train_summary.json``.
@@ -51,8 +54,9 @@ def train_casl(cfg: CaslTrainConfig) -> pathlib.Path:
     """
     # workers run in their own directories: ship an absolute data path
     cfg = update_config(cfg, {"data.root": str(pathlib.Path(cfg.data.root).resolve())})
+    cfg = resolve_tracking(cfg)  # the MLflow store, absolute for the workers
     load_casl_data(cfg)  # fail fast on bad data, before a run directory or Ray exists
-    return train_run(casl_worker, cfg, KIND)
+    return train_run(casl_worker, cfg, KIND, callbacks)
 
 
 def run_ablation(cfg: AblationConfig, progress: bool = True) -> pathlib.Path:

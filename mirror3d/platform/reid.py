@@ -10,8 +10,11 @@ its ``config.yaml``, and runs the engine's loop on ``ray.num_workers`` Ray Train
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Sequence
+from typing import Any
 
 from mirror3d.engine.reid_train import KIND, ReidTrainConfig, load_reid_data, train_reid_loop
+from mirror3d.engine.tracking import resolve_tracking
 from mirror3d.platform.train import ray_report, train_run, worker_device
 from mirror3d.utils.config import config_from_dict, update_config
 
@@ -25,7 +28,7 @@ def reid_worker(loop_config: dict) -> None:
                     device=worker_device(), report=ray_report)
 
 
-def train_reid(cfg: ReidTrainConfig) -> pathlib.Path:
+def train_reid(cfg: ReidTrainConfig, callbacks: Sequence[Any] = ()) -> pathlib.Path:
     """Train (through Ray Train) and evaluate. Returns the run directory, which holds
     ``config.yaml``, ``metrics.jsonl``, ``checkpoints/``, ``model_final.pt``, ``eval.json`` and
     ``ranked.png``.
@@ -39,5 +42,6 @@ def train_reid(cfg: ReidTrainConfig) -> pathlib.Path:
     # workers run in their own directories: ship absolute data paths
     cfg = update_config(cfg, {"data.shards": str(pathlib.Path(cfg.data.shards).resolve()),
                               "data.images": str(pathlib.Path(cfg.data.images).resolve())})
+    cfg = resolve_tracking(cfg)  # the MLflow store, absolute for the workers
     load_reid_data(cfg)  # fail fast on bad data, before a run directory or Ray exists
-    return train_run(reid_worker, cfg, KIND)
+    return train_run(reid_worker, cfg, KIND, callbacks)

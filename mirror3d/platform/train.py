@@ -17,7 +17,7 @@ import logging
 import os
 import pathlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +81,7 @@ def fit(
     max_failures: int = 0,
     num_to_keep: int | None = 2,
     name: str = "ray",
+    callbacks: Sequence[Any] = (),
 ):
     """Run ``train_loop(loop_config)`` on ``scaling.num_workers`` Ray Train workers.
 
@@ -88,8 +89,9 @@ def fit(
     ``checkpoint.pt`` files are written by the loop itself (see :func:`ray_report`). The console
     shows the loop's own progress lines; Ray Train's internal logs are kept at WARNING unless
     ``MIRROR3D_VERBOSE`` is set (``--debug``), and ``<run_dir>/ray_logs`` links to the Ray
-    session's log folder. Returns the ``ray.train.Result``; raises the training error if the run
-    failed.
+    session's log folder. ``callbacks``: Ray Train callbacks of the run (``RunConfig(callbacks)``;
+    inside a Tune trial, ``TuneReportCallback`` passes each report on to Tune). Returns the
+    ``ray.train.Result``; raises the training error if the run failed.
     """
     ensure_ray()
     run_dir = pathlib.Path(run_dir).resolve()
@@ -109,7 +111,8 @@ def fit(
             name=name, storage_path=str(run_dir),
             checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
             failure_config=FailureConfig(max_failures=max_failures),
-            logging_config=LoggingConfig(log_level="INFO" if verbose() else "WARNING")),
+            logging_config=LoggingConfig(log_level="INFO" if verbose() else "WARNING"),
+            callbacks=list(callbacks)),
     )
     try:
         with show_progress(run_dir / PROGRESS_FILE, enabled=not worker_output_on_console()):
@@ -161,12 +164,14 @@ def show_progress(path: pathlib.Path, enabled: bool, interval: float = 1.0) -> I
         thread.join(timeout=5)
 
 
-def train_run(worker: Callable[[dict], None], cfg: Any, kind: str) -> pathlib.Path:
+def train_run(worker: Callable[[dict], None], cfg: Any, kind: str,
+              callbacks: Sequence[Any] = ()) -> pathlib.Path:
     """The driver side of a trainer, after its data was checked: the resume checkpoint validated
     (before any worker starts), the run directory ``<cfg.out_dir>/<cfg.name or timestamp>``
     created with ``config.yaml``, then :func:`fit` of ``worker`` on ``cfg.ray``'s scaling.
     ``cfg`` is a trainer config with ``resume``, ``out_dir``, ``name`` and a ``ray`` section
-    (:class:`mirror3d.engine.scaling.RayConfig`). Returns the run directory."""
+    (:class:`mirror3d.engine.scaling.RayConfig`); ``callbacks`` go to :func:`fit`. Returns the
+    run directory."""
     resume = resolve_resume(cfg.resume, kind)
     run_dir = (pathlib.Path(cfg.out_dir) / (cfg.name or default_run_name())).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -174,7 +179,7 @@ def train_run(worker: Callable[[dict], None], cfg: Any, kind: str) -> pathlib.Pa
     loop_config = {"config": config_to_dict(cfg), "run_dir": str(run_dir), "resume": resume}
     fit(worker, loop_config, run_dir=run_dir,
         scaling=ScalingSpec(cfg.ray.num_workers, cfg.ray.use_gpu, cfg.ray.cpus_per_worker),
-        max_failures=cfg.ray.max_failures)
+        max_failures=cfg.ray.max_failures, callbacks=callbacks)
     return run_dir
 
 

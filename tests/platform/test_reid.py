@@ -4,6 +4,7 @@ fail-fast on bad data; the automatic CPU share of the workers."""
 import json
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from mirror3d.engine.reid_train import load_reid_model
 from mirror3d.jobs import resolve_config
@@ -27,7 +28,7 @@ def market(tmp_path):
     return market_and_shards(tmp_path)
 
 
-def test_ognet_smoke_through_ray_train_then_resume(ray_session, tmp_path, market):
+def test_ognet_smoke_through_ray_train_then_resume(ray_session, tmp_path, market, mlflow_store):
     root, shards = market
     cfg = _cfg(tmp_path, shards, root, name="smoke")
     run = train_reid(cfg)
@@ -44,6 +45,14 @@ def test_ognet_smoke_through_ray_train_then_resume(ray_session, tmp_path, market
     # config.yaml: the config the workers ran, with absolute data paths
     saved = load_config(type(cfg), run / "config.yaml")
     assert saved.data.shards == str(shards.resolve()) and saved.optim == cfg.optim
+    # the MLflow store resolved on the driver (the session's, tests/conftest.py), and the
+    # worker's run is in it with its per-epoch metrics
+    assert saved.tracking.uri == mlflow_store.as_uri()
+    client = MlflowClient(tracking_uri=saved.tracking.uri)
+    exp = client.get_experiment_by_name("train-reid")
+    found = client.search_runs([exp.experiment_id],
+                               filter_string="attributes.run_name = 'smoke'")
+    assert found and len(client.get_metric_history(found[0].info.run_id, "loss")) == 2
     model, loaded_cfg = load_reid_model(run)
     assert loaded_cfg.model.name == "og-net-small"
     # resume: one more epoch starts at epoch 2 from the saved optimiser state
