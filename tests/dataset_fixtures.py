@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mirror3d.data.synth import SynthConfig, generate_dataset
+
 REID_TRAIN_PIDS = (2, 7, 9)
 REID_TEST_PIDS = (3, 5)
 REID_CAMS = (1, 2)
@@ -362,3 +364,14 @@ def make_image_folder(
                 values = np.pad(values, ((0, 0), (0, 1)))
             write_mask(mask_dir / f"img{k}.png", values)
     return image_dir, (mask_dir if with_masks else None)
+
+
+def make_synth(out: Path, ids: int, images_per_id: int, image_size: tuple[int, int] = (32, 64),
+               distractor_ids: int = 0, junk_ids: int = 0) -> Path:
+    """A tiny SynthPeople tree at ``out`` (in this process, no Ray, no floor, no progress bar):
+    ``ids`` × ``images_per_id`` people images at ``image_size`` (W, H), plus distractor and junk
+    people. Returns ``out``."""
+    generate_dataset(SynthConfig(out=str(out), ids=ids, images_per_id=images_per_id,
+                                 image_size=image_size, no_ray=True, distractor_ids=distractor_ids,
+                                 junk_ids=junk_ids, floor=False, progress=False))
+    return out

@@ -34,9 +34,9 @@ from mirror3d.data.datasets import ReconstructionDataset
 from mirror3d.data.readers import read_recon
 from mirror3d.engine.progress import PROGRESS_FILE, EpochProgress
 from mirror3d.engine.runtime import (ReportFn, TrainingClock, all_reduce_grads, all_reduce_sum,
-                                     default_device, non_finite_loss, reestimate_bn, world)
+                                     default_device, non_finite_loss, reestimate_bn)
 from mirror3d.engine.scaling import RayConfig
-from mirror3d.engine.tracking import RunTracker, TrackingConfig, track_run
+from mirror3d.engine.tracking import RunTracker, TrackingConfig, run_tracked
 from mirror3d.models.casl.em import (EncoderLoop, EncoderLoopConfig, PrototypeLoop,
                                      PrototypeLoopConfig)
 from mirror3d.models.casl.losses import CaslLossConfig, warm_up_factor
@@ -46,7 +46,7 @@ from mirror3d.models.casl.step import (CaslStepSettings, build_model, casl_step,
                                        held_out_mask_iou, held_out_stats, prototype_update)
 from mirror3d.render.mesh_io import export_mesh
 from mirror3d.utils.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
-from mirror3d.utils.config import config_to_dict, dump_yaml, flatten_config
+from mirror3d.utils.config import config_to_dict
 from mirror3d.utils.files import atomic_write
 from mirror3d.utils.rundir import append_metrics
 
@@ -216,13 +216,9 @@ def train_casl_loop(cfg: CaslTrainConfig, run_dir: str | os.PathLike, resume: st
     config, each epoch's metrics line (step = epoch), the learning-curve points (``curve/*``,
     step = training step), the summary, ``template_final.obj`` and ``train_summary.json``.
     """
-    run_dir = pathlib.Path(run_dir)
-    rank, world_size = world()
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    with track_run(cfg.tracking, "train-casl", run_dir, flatten_config(cfg), resume=bool(resume),
-                   enabled=rank == 0, config_text=dump_yaml(cfg)) as tracker:
-        return _train_casl(cfg, run_dir, resume, device, report, tracker, rank, world_size)
+    return run_tracked("train-casl", cfg, run_dir, resume,
+                       lambda run_dir, rank, world_size, tracker: _train_casl(
+                           cfg, run_dir, resume, device, report, tracker, rank, world_size))
 
 
 def _train_casl(cfg: CaslTrainConfig, run_dir: pathlib.Path, resume: str, device,

@@ -49,16 +49,16 @@ from mirror3d.data.readers import read_market1501
 from mirror3d.data.samplers import PKSampler
 from mirror3d.engine.progress import PROGRESS_FILE, EpochProgress
 from mirror3d.engine.runtime import (ReportFn, TrainingClock, default_device, non_finite_loss,
-                                     reestimate_bn, world)
+                                     reestimate_bn)
 from mirror3d.engine.scaling import RayConfig
-from mirror3d.engine.tracking import RunTracker, TrackingConfig, track_run
+from mirror3d.engine.tracking import RunTracker, TrackingConfig, run_tracked
 from mirror3d.lifting.shards import read_shards
 from mirror3d.metrics.reid import evaluate, rank_gallery, scale_tta_features
 from mirror3d.metrics.reid_viz import ranked_results_grid
 from mirror3d.models.ognet.losses import batch_hard_triplet, circle_loss
 from mirror3d.models.registry import create_model, model_info
 from mirror3d.utils.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
-from mirror3d.utils.config import config_from_dict, config_to_dict, dump_yaml, flatten_config
+from mirror3d.utils.config import config_from_dict, config_to_dict
 from mirror3d.utils.files import atomic_write
 from mirror3d.utils.rundir import append_metrics
 
@@ -433,13 +433,9 @@ def train_reid_loop(cfg: ReidTrainConfig, run_dir: str | os.PathLike, resume: st
     Rank 0 logs the run to MLflow (``cfg.tracking``; :mod:`mirror3d.engine.tracking`): the
     config, each epoch's metrics line, the evaluation, ``ranked.png`` and ``eval.json``.
     """
-    run_dir = pathlib.Path(run_dir)
-    rank, world_size = world()
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    with track_run(cfg.tracking, "train-reid", run_dir, flatten_config(cfg), resume=bool(resume),
-                   enabled=rank == 0, config_text=dump_yaml(cfg)) as tracker:
-        return _train_reid(cfg, run_dir, resume, device, report, tracker, rank, world_size)
+    return run_tracked("train-reid", cfg, run_dir, resume,
+                       lambda run_dir, rank, world_size, tracker: _train_reid(
+                           cfg, run_dir, resume, device, report, tracker, rank, world_size))
 
 
 def _train_reid(cfg: ReidTrainConfig, run_dir: pathlib.Path, resume: str, device,

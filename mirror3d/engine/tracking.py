@@ -45,12 +45,13 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-from mirror3d.utils.config import format_value, update_config
+from mirror3d.engine.runtime import world
+from mirror3d.utils.config import dump_yaml, flatten_config, format_value, update_config
 from mirror3d.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -313,3 +314,21 @@ def track_run(settings: TrackingConfig, job: str, run_dir: str | os.PathLike,
         tracker.end("FAILED", exc)
         raise
     tracker.end("FINISHED")
+
+
+T = TypeVar("T")
+
+
+def run_tracked(job: str, cfg: Any, run_dir: str | os.PathLike, resume: str,
+                body: Callable[[pathlib.Path, int, int, RunTracker], T]) -> T:
+    """A training loop's ``body(run_dir, rank, world_size, tracker)`` inside its MLflow run
+    (:func:`track_run` of ``cfg.tracking``, the flattened config as parameters and its YAML as
+    an artifact; rank 0 tracks, the other ranks get a tracker that does nothing). Rank 0 makes
+    ``run_dir`` first. Returns what ``body`` returns."""
+    run_dir = pathlib.Path(run_dir)
+    rank, world_size = world()
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    with track_run(cfg.tracking, job, run_dir, flatten_config(cfg), resume=bool(resume),
+                   enabled=rank == 0, config_text=dump_yaml(cfg)) as tracker:
+        return body(run_dir, rank, world_size, tracker)

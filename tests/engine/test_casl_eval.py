@@ -16,7 +16,7 @@ from PIL import Image, ImageSequence
 import dataset_fixtures
 from mirror3d.data.datasets import ReconstructionDataset
 from mirror3d.data.readers import read_recon
-from mirror3d.data.synth import SynthConfig, build_person_mesh, generate_dataset, load_recipes, read_ground_truth
+from mirror3d.data.synth import build_person_mesh, load_recipes, read_ground_truth
 from mirror3d.metrics.image import TorchModuleExtractor, ssim
 from mirror3d.metrics.reconstruction import template_baseline_chamfer
 from mirror3d.engine.casl_eval import (EvalCaslOptions, apply_data_overrides, evaluate_casl,
@@ -46,9 +46,7 @@ def trained(tmp_path_factory):
 def synth(tmp_path_factory):
     """A tiny SynthPeople tree at 32×64: 2 ids × 4 images (test id 2 has the queries)."""
     out = tmp_path_factory.mktemp("synth") / "sp"
-    generate_dataset(SynthConfig(out=str(out), ids=2, images_per_id=4, image_size=(32, 64), no_ray=True,
-                                 distractor_ids=0, junk_ids=0, floor=False, progress=False))
-    return out
+    return dataset_fixtures.make_synth(out, ids=2, images_per_id=4)
 
 
 def _read(run):

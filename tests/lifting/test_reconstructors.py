@@ -13,7 +13,8 @@ from PIL import Image
 from scipy import ndimage
 
 from lifting.lift_fixtures import lift_cfg, make_lift_tree
-from mirror3d.data.synth import SynthConfig, build_person_mesh, generate_dataset, load_recipes, read_ground_truth
+import dataset_fixtures
+from mirror3d.data.synth import build_person_mesh, load_recipes, read_ground_truth
 from mirror3d.lifting.lifter import ShardLifter, load_sample_image
 from mirror3d.lifting.modes import lift_image, seed_for_key
 from mirror3d.lifting.plan import plan_shards
@@ -29,10 +30,7 @@ from mirror3d.render import MeshRenderer, look_at_camera
 def synth(tmp_path_factory):
     """A tiny SynthPeople tree at 32×64: 2 ids × 3 images, a distractor and a junk person."""
     out = tmp_path_factory.mktemp("synth") / "sp"
-    generate_dataset(SynthConfig(out=str(out), ids=2, images_per_id=3, image_size=(32, 64),
-                                 no_ray=True, distractor_ids=1, junk_ids=1, floor=False,
-                                 progress=False))
-    return out
+    return dataset_fixtures.make_synth(out, ids=2, images_per_id=3, distractor_ids=1, junk_ids=1)
 
 
 def _market_rows(synth):

@@ -4,7 +4,8 @@ exact mesh and camera of an image, a bounded cache of built people, the rendered
 import pytest
 import torch
 
-from mirror3d.data.synth import SynthConfig, build_person_mesh, generate_dataset, load_recipes, read_ground_truth, rerender_row
+import dataset_fixtures
+from mirror3d.data.synth import build_person_mesh, load_recipes, read_ground_truth, rerender_row
 from mirror3d.data.synth import truth as truth_module
 from mirror3d.data.synth.truth import SynthTruth
 from mirror3d.render import MeshRenderer
@@ -13,10 +14,7 @@ from mirror3d.render import MeshRenderer
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     out = tmp_path_factory.mktemp("truth") / "sp"
-    generate_dataset(SynthConfig(out=str(out), ids=3, images_per_id=2, image_size=(24, 40),
-                                 no_ray=True, distractor_ids=0, junk_ids=0, floor=False,
-                                 progress=False))
-    return out
+    return dataset_fixtures.make_synth(out, ids=3, images_per_id=2, image_size=(24, 40))
 
 
 def test_rows_meshes_and_cameras_of_both_trees(synth):
