@@ -89,6 +89,8 @@ def finished_metrics(run: pathlib.Path, vcfg: CaslTrainConfig) -> dict | None:
         return None
     a, b = config_to_dict(old), config_to_dict(vcfg)
     a["data"]["root"] = b["data"]["root"] = ""  # the trainer stores the absolute root
+    a.pop("tracking", None)  # where the run was logged (resolved by the driver) is not a setting
+    b.pop("tracking", None)
     return json.loads(metrics.read_text()) if a == b else None
 
 
