@@ -187,8 +187,10 @@ def estimate_mask(
     box_fraction: tuple[float, float] = (0.8, 0.9),
     iterations: int = 5,
     seed: int = 0,
+    rect: tuple[int, int, int, int] | None = None,
 ) -> np.ndarray:
-    """Estimate a foreground mask with OpenCV GrabCut initialised from a centred box.
+    """Estimate a foreground mask with OpenCV GrabCut initialised from a centred box (or from
+    the box ``rect`` a user drew).
 
     The box is centred, ``box_fraction[0]`` of the width and ``box_fraction[1]`` of the height
     (defaults 80 % x 90 %: a 10 % margin left/right and 5 % top/bottom, at least 1 px).
@@ -203,6 +205,8 @@ def estimate_mask(
         box_fraction: (width, height) fractions of the initial box, each in (0, 1].
         iterations: GrabCut iterations (>= 1).
         seed: OpenCV RNG seed.
+        rect: ``(x0, y0, x1, y1)`` pixel box (x1, y1 exclusive) used instead of the centred
+            ``box_fraction`` box; it must lie inside the image and leave background outside it.
 
     Returns:
         mask: (H, W) bool. It can be empty (e.g. a uniform image); callers that train on it
@@ -221,13 +225,23 @@ def estimate_mask(
         raise ValueError(f"box_fraction must be in (0, 1], got {box_fraction}")
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
-    mx = max(1, int(round(w * (1.0 - fw) / 2.0)))
-    my = max(1, int(round(h * (1.0 - fh) / 2.0)))
-    rect = (mx, my, w - 2 * mx, h - 2 * my)
+    if rect is None:
+        mx = max(1, int(round(w * (1.0 - fw) / 2.0)))
+        my = max(1, int(round(h * (1.0 - fh) / 2.0)))
+        box = (mx, my, w - 2 * mx, h - 2 * my)
+    else:
+        x0, y0, x1, y1 = (int(v) for v in rect)
+        if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+            raise ValueError(f"rect: expected 0 <= x0 < x1 <= {w} and 0 <= y0 < y1 <= {h}, "
+                             f"got {tuple(rect)}")
+        if (x1 - x0) * (y1 - y0) == w * h:
+            raise ValueError(f"rect: {tuple(rect)} covers the whole {w}x{h} image; GrabCut needs "
+                             f"background outside the box")
+        box = (x0, y0, x1 - x0, y1 - y0)
     labels = np.zeros((h, w), np.uint8)
     bgd = np.zeros((1, 65), np.float64)
     fgd = np.zeros((1, 65), np.float64)
     bgr = np.ascontiguousarray(image[:, :, ::-1])
     cv2.setRNGSeed(int(seed))
-    cv2.grabCut(bgr, labels, rect, bgd, fgd, int(iterations), cv2.GC_INIT_WITH_RECT)
+    cv2.grabCut(bgr, labels, box, bgd, fgd, int(iterations), cv2.GC_INIT_WITH_RECT)
     return (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
