@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # Ray/Gradio environment for local runs lives in mirror3d/utils/env.py (one place).
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test install install-dev bench clean
+.PHONY: run demo test install install-dev chromium bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,12 +20,29 @@ $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+## the browser test's Chromium: Debian's package (Playwright drives it; never `playwright install`)
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then \
+	  echo "make: installing Debian's chromium for the browser test (apt-get)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+	    || { echo "make: apt-get install chromium failed" >&2; exit 1; }; \
+	else \
+	  echo "make: $(CHROMIUM) is missing and the browser test needs it; as root run:" \
+	       "apt-get update && apt-get install -y chromium" >&2; exit 1; \
+	fi
+chromium: $(CHROMIUM)
+
 ## the main job on the embedded default (SynthPeople, local Ray)
 run: $(VENV)/.installed
 	$(PY) jobs/pipeline.py $(ARGS)
 
-## the import contract (.importlinter), then the whole test suite
-test: $(VENV)/.installed-dev
+## the demo (Gradio page + REST API on Ray Serve) from the newest runs of make run; prints the URL
+demo: $(VENV)/.installed
+	$(PY) jobs/serve.py $(ARGS)
+
+## the import contract (.importlinter), then the whole test suite (with the real-browser test)
+test: $(VENV)/.installed-dev $(CHROMIUM)
 	$(VENV)/bin/lint-imports --no-cache
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing" >&2; exit 1; fi; \

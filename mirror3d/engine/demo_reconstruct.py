@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import pathlib
@@ -31,11 +32,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from mirror3d.engine.demo_inputs import (InputError, UploadLimits, decode_mask_upload,
                                          decode_upload, resolve_mask)
 from mirror3d.models.casl import MaskError, load_casl
-from mirror3d.models.casl.inference import Reconstruction
+from mirror3d.models.casl.inference import CameraParams, Reconstruction
 from mirror3d.render.turntable import render_turntable
 from mirror3d.utils.files import atomic_write
 from mirror3d.utils.pictures import save_gif
@@ -65,6 +67,10 @@ class ReconstructResult:
         refine_steps: test-time refinement steps run.
         seconds: wall time of :meth:`ReconstructService.reconstruct`.
         image_size: (w, h) the model saw.
+        view_state: the mesh, texture, light and camera as ``.npz`` bytes (plain arrays, no
+            pickle): :meth:`ReconstructService.render_state` renders it from any view in any
+            process that loaded the same run (the REST API keeps it beside the GLB, so a novel
+            view does not depend on which replica made the mesh).
     """
 
     id: str
@@ -80,6 +86,7 @@ class ReconstructResult:
     refine_steps: int
     seconds: float
     image_size: tuple[int, int]
+    view_state: bytes = field(default=b"", repr=False)
 
     def summary(self) -> dict:
         """The JSON-able part (no arrays, no bytes)."""
@@ -192,7 +199,7 @@ class ReconstructService:
             num_vertices=int(rec.vertices.shape[0]), num_faces=int(rec.faces.shape[0]),
             glb=self._glb(rec), input_view=input_view, turntable=frames, mask=used,
             mask_source=source, refine_steps=steps, seconds=time.perf_counter() - t0,
-            image_size=self.image_size)
+            image_size=self.image_size, view_state=_view_state(rec))
 
     def _turntable(self, rec: Reconstruction) -> list[np.ndarray]:
         c = rec.camera
@@ -228,17 +235,42 @@ class ReconstructService:
                 raise KeyError(f"reconstruction {id!r}: unknown or expired (the service keeps "
                                f"the last {self.cache_size}); reconstruct the image again")
             self._cache.move_to_end(str(id))
+        return _render_turned(rec, azimuth_deg, elevation_deg)
+
+    def render_state(self, state: bytes, azimuth_deg: float, elevation_deg: float | None = None
+                     ) -> np.ndarray:
+        """:attr:`ReconstructResult.view_state` rendered from another view, as
+        :meth:`novel_view` (same arguments and image), without this service's cache.
+
+        Raises:
+            InputError: state bytes that are not a view state of this model (another run's
+                mesh size, a damaged file), or bad angles as :meth:`novel_view`.
+        """
+        return _render_turned(self._from_state(state), azimuth_deg, elevation_deg)
+
+    def _from_state(self, state: bytes) -> Reconstruction:
         try:
-            az = float(azimuth_deg)
-            el = None if elevation_deg is None else float(elevation_deg)
-        except (TypeError, ValueError):
-            raise InputError(f"azimuth/elevation: expected numbers, got {azimuth_deg!r}, "
-                             f"{elevation_deg!r}") from None
-        if not math.isfinite(az) or (el is not None and not math.isfinite(el)):
-            raise InputError(f"azimuth/elevation: expected finite degrees, got {az}, {el}")
-        if el is not None and not -89.0 <= el <= 89.0:
-            raise InputError(f"elevation: expected degrees in [-89, 89], got {el:g}")
-        return rec.render(azimuth=rec.camera.azimuth + az, elevation=el)
+            with np.load(io.BytesIO(bytes(state)), allow_pickle=False) as z:
+                arrays = {k: z[k] for k in _STATE_KEYS}
+        except (OSError, ValueError, KeyError, EOFError) as e:
+            raise InputError(f"view state: not a reconstruction's view state ({e})") from None
+        cam = arrays["camera"].astype(float)
+        v, f, uv, tex = (arrays["vertices"], arrays["faces"], arrays["face_uvs"],
+                         arrays["texture"])
+        if (cam.shape != (5,) or v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3
+                or uv.shape != (f.shape[0], 3, 2) or tex.ndim != 3 or tex.shape[0] != 3
+                or arrays["light"].shape != (9,)
+                or (f.size and not 0 <= int(f.min()) <= int(f.max()) < v.shape[0])):
+            raise InputError("view state: arrays of the wrong shapes for a reconstruction")
+        device = next(self.predictor.model.parameters()).device
+        t = {k: torch.from_numpy(np.ascontiguousarray(a)).to(device) for k, a in arrays.items()}
+        return Reconstruction(
+            vertices=t["vertices"].float(), faces=t["faces"].long(),
+            face_uvs=t["face_uvs"].float(), texture=t["texture"].float(),
+            light=t["light"].float(),
+            camera=CameraParams(float(cam[0]), float(cam[1]), float(cam[2]),
+                                (float(cam[3]), float(cam[4]))),
+            image_size=self.image_size, _model=self.predictor.model)
 
     def turntable_gif(self, result: ReconstructResult, fps: float = 8.0, scale: int = 2) -> bytes:
         """The result's turntable as a looping GIF (frames upscaled ``scale``×, nearest).
@@ -254,6 +286,39 @@ class ReconstructService:
                             scale=scale).read_bytes()
 
 
+_STATE_KEYS = ("vertices", "faces", "face_uvs", "texture", "light", "camera")
+
+
+def _view_state(rec: Reconstruction) -> bytes:
+    """``rec`` as ``.npz`` bytes of :data:`_STATE_KEYS` (camera: azimuth, elevation, distance,
+    bias x, bias y)."""
+    c = rec.camera
+    buf = io.BytesIO()
+    np.savez(buf, vertices=rec.vertices.detach().cpu().numpy().astype(np.float32),
+             faces=rec.faces.detach().cpu().numpy().astype(np.int64),
+             face_uvs=rec.face_uvs.detach().cpu().numpy().astype(np.float32),
+             texture=rec.texture.detach().cpu().numpy().astype(np.float32),
+             light=rec.light.detach().cpu().numpy().astype(np.float32),
+             camera=np.array([c.azimuth, c.elevation, c.distance, *c.bias], dtype=np.float64))
+    return buf.getvalue()
+
+
+def _render_turned(rec: Reconstruction, azimuth_deg, elevation_deg) -> np.ndarray:
+    """``rec`` rendered with ``azimuth_deg`` added to its azimuth and, if given, the absolute
+    ``elevation_deg`` (checked: finite, within [-89, 89])."""
+    try:
+        az = float(azimuth_deg)
+        el = None if elevation_deg is None else float(elevation_deg)
+    except (TypeError, ValueError):
+        raise InputError(f"azimuth/elevation: expected numbers, got {azimuth_deg!r}, "
+                         f"{elevation_deg!r}") from None
+    if not math.isfinite(az) or (el is not None and not math.isfinite(el)):
+        raise InputError(f"azimuth/elevation: expected finite degrees, got {az}, {el}")
+    if el is not None and not -89.0 <= el <= 89.0:
+        raise InputError(f"elevation: expected degrees in [-89, 89], got {el:g}")
+    return rec.render(azimuth=rec.camera.azimuth + az, elevation=el)
+
+
 class MeshStore:
     """GLB files by reconstruction id in one directory, for ``GET /api/meshes/{id}.glb``.
 
@@ -265,11 +330,15 @@ class MeshStore:
     Args:
         directory: created if missing.
         max_items: files kept.
+        suffix: the files' suffix: ``.glb`` for meshes; the REST API also keeps turntables
+            (``.gif``) and view states (``.npz``) this way. It tells a browser the file's type.
     """
 
-    SUFFIX = ".glb"
-
-    def __init__(self, directory: str | os.PathLike, max_items: int = 256) -> None:
+    def __init__(self, directory: str | os.PathLike, max_items: int = 256,
+                 suffix: str = ".glb") -> None:
+        if not re.fullmatch(r"\.[a-z0-9]+", str(suffix)):
+            raise ValueError(f"suffix: expected a file suffix like '.glb', got {suffix!r}")
+        self.SUFFIX = suffix
         if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
             raise ValueError(f"max_items: expected an int >= 1, got {max_items!r}")
         self.directory = pathlib.Path(directory)

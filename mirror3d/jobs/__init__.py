@@ -44,6 +44,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "lift": ("mirror3d.jobs.lift", "lift a re-id dataset to point-cloud shards on Ray Data (flat | casl-visible[+bg])"),
     "sweep": ("mirror3d.jobs.sweep", "a Ray Tune sweep of train-reid / train-casl over a spec in configs/sweeps/ (k, density, schedules, ...)"),
     "pipeline": ("mirror3d.jobs.pipeline", "the main job: SynthPeople -> CASL -> lifting -> OG-Net + 2D baseline -> report.md"),
+    "serve": ("mirror3d.jobs.serve", "the demo on Ray Serve: Gradio page at /ui + REST API (reconstruct, search); newest runs by default"),
 }
 
 #: The presets folder: ``configs/`` at the top of the repository (``MIRROR3D_CONFIGS`` overrides).

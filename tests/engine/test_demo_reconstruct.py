@@ -96,6 +96,32 @@ def test_novel_view_cache(service, person):
         service.novel_view(a.id, 0, elevation_deg=95)
 
 
+def test_a_view_state_renders_the_same_views_in_another_service(service, person, demo_runs):  # noqa: F811
+    """The REST API keeps each result's view state beside its GLB and lets any replica render
+    it: a second service on the same run (another replica, empty cache) draws the same pixels
+    as the service that made the mesh."""
+    data, image, mask = person
+    res = service.reconstruct(data, mask=mask, turntable=False)
+    other = ReconstructService(demo_runs.casl, turntable_frames=1)
+    assert np.array_equal(other.render_state(res.view_state, 0.0), res.input_view)
+    assert np.array_equal(other.render_state(res.view_state, 120.0, elevation_deg=-10.0),
+                          service.novel_view(res.id, 120.0, elevation_deg=-10.0))
+    with pytest.raises(KeyError):
+        other.novel_view(res.id, 0.0)  # the cache is per service; the state is not
+    # bytes that are not a view state, or arrays of the wrong shapes: one line, no pickle
+    z = np.load(io.BytesIO(res.view_state))
+    arrays = {k: z[k] for k in z.files}
+    arrays["faces"] = arrays["faces"] + arrays["vertices"].shape[0]  # indices past the mesh
+    broken = io.BytesIO()
+    np.savez(broken, **arrays)
+    for state, words in ((b"not npz", "not a reconstruction"), (broken.getvalue(), "wrong shapes")):
+        with pytest.raises(InputError, match=words) as ei:
+            other.render_state(state, 0.0)
+        assert "\n" not in str(ei.value)
+    with pytest.raises(InputError, match="elevation"):
+        other.render_state(res.view_state, 0.0, elevation_deg=90.5)
+
+
 def test_bad_input_is_an_input_error_and_the_service_keeps_working(service, person):
     data, image, mask = person
     h, w = image.shape[:2]
@@ -147,3 +173,10 @@ def test_mesh_store(tmp_path):
     assert ids[1] not in store and ids[2] in store
     with pytest.raises(ValueError, match="max_items"):
         MeshStore(tmp_path / "m2", max_items=0)
+    # other kinds of files by id (turntables, view states): their own suffix, same rules
+    gifs = MeshStore(tmp_path / "meshes", max_items=1, suffix=".gif")
+    gifs.put(ids[2], b"gif")
+    assert (tmp_path / "meshes" / f"{ids[2]}.gif").is_file() and ids[2] in store  # .glb kept
+    for bad in ("gif", "../x", ".G IF"):
+        with pytest.raises(ValueError, match="suffix"):
+            MeshStore(tmp_path / "m3", suffix=bad)
