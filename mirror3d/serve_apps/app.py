@@ -106,7 +106,8 @@ def build_app(args: DemoOptions | Mapping[str, Any] | None = None) -> Applicatio
     opts = demo_options(args)
     runs = resolve_runs(opts)
     rec, search = model_deployments(opts, runs.casl, runs.reid)
-    ingress = DemoIngress.options(ray_actor_options={"num_cpus": opts.ingress_num_cpus})
+    ingress = DemoIngress.options(ray_actor_options={"num_cpus": opts.ingress_num_cpus},
+                                  max_ongoing_requests=opts.ingress_max_ongoing_requests)
     return ingress.bind(rec, search, opts, {"casl": runs.casl, "reid": runs.reid})
 
 

@@ -106,6 +106,9 @@ class DemoOptions:
         "range": (1, 1_000_000), "help": "GLBs kept for GET /api/meshes/{id}.glb (oldest go)"})
     ingress_num_cpus: float = field(default=0.1, metadata={
         "range": (0.0, 64.0), "help": "CPUs reserved for the ingress (FastAPI + Gradio) replica"})
+    ingress_max_ongoing_requests: int = field(default=64, metadata={
+        "range": (1, 100_000), "help": "requests the ingress replica takes at once (it only awaits "
+        "the model deployments, which queue; Serve's default 5 would queue them in the proxy)"})
     ui: bool = field(default=True, metadata={"help": "mount the Gradio page at /ui"})
     reconstructor: ReplicaOptions = field(default_factory=ReplicaOptions)
     search: ReplicaOptions = field(default_factory=ReplicaOptions)
