@@ -17,13 +17,10 @@ Not a timing benchmark. The first run on a re-id run builds its gallery index (m
 from __future__ import annotations
 
 import argparse
-import io
 import pathlib
 import sys
 import time
 
-import numpy as np
-from PIL import Image
 
 from mirror3d.utils.env import apply_local_env
 
@@ -33,26 +30,13 @@ from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 from mirror3d.engine.demo_runs import newest_demo_runs  # noqa: E402
 from mirror3d.serve_apps.local_api import LocalDemoApi, LocalServer  # noqa: E402
+from mirror3d.serve_apps.ui import wait_for_mesh  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update",
                   "--disable-sync"]
 TIMEOUT_MS = 300_000
-
-
-def wait_for_mesh(page, timeout_s: float = 120.0) -> None:
-    """Until the Model3D canvas shows something besides its clear colour (software WebGL takes
-    a few seconds to load and draw the GLB)."""
-    canvas = page.locator("#m3d-viewer canvas")
-    deadline = time.monotonic() + timeout_s
-    while True:
-        shot = Image.open(io.BytesIO(page.screenshot(clip=canvas.bounding_box()))).convert("L")
-        if np.asarray(shot, np.float32).std() > 8.0:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the 3D viewer drew nothing in {timeout_s:.0f} s")
-        time.sleep(1.0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mirror3d.data.masks import estimate_mask, mask_values
 
-__all__ = ["InputError", "UploadLimits", "UPLOAD_FORMATS", "MASK_SOURCES", "decode_upload",
+__all__ = ["InputError", "UploadLimits", "UPLOAD_FORMATS", "MASK_SOURCES", "decode_upload", "image_input",
            "decode_mask_upload", "parse_box", "resolve_mask", "to_rgb_array"]
 
 #: Pillow format names an upload may have (Pillow's JPEG opener also reads the multi-picture
@@ -179,6 +179,24 @@ def decode_upload(data: bytes, what: str = "image", limits: UploadLimits = Uploa
             truncated or corrupt, smaller than ``limits.min_side``, a float image.
     """
     return to_rgb_array(_open_checked(data, what, limits, limits.min_side), what)
+
+
+def image_input(image, limits: UploadLimits = UploadLimits()) -> np.ndarray:
+    """A service's image argument: uploaded bytes (:func:`decode_upload`) or an array, checked.
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+
+    Raises:
+        InputError: undecodable bytes (as :func:`decode_upload`) or an array of another shape
+            or dtype.
+    """
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        image = decode_upload(image, "image", limits)
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise InputError(f"image: expected (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+    return image
 
 
 def decode_mask_upload(data: bytes, shape: tuple[int, int], limits: UploadLimits = UploadLimits(),

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from mirror3d.engine.demo_inputs import (InputError, UploadLimits, decode_mask_upload,
-                                         decode_upload, resolve_mask)
+                                         image_input, resolve_mask)
 from mirror3d.models.casl import MaskError, load_casl
 from mirror3d.models.casl.inference import CameraParams, Reconstruction
 from mirror3d.render.turntable import render_turntable
@@ -171,12 +171,7 @@ class ReconstructService:
         """
         t0 = time.perf_counter()
         steps = self._refine_steps(refine_steps)
-        if isinstance(image, (bytes, bytearray, memoryview)):
-            image = decode_upload(image, "image", self.limits)
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise InputError(f"image: expected (H, W, 3) uint8 RGB, got {image.shape} "
-                             f"{image.dtype}")
+        image = image_input(image, self.limits)
         if isinstance(mask, (bytes, bytearray, memoryview)):
             mask = decode_mask_upload(mask, image.shape[:2], self.limits)
         used, source = resolve_mask(image, mask, box, seed)

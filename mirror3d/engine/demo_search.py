@@ -44,7 +44,7 @@ from mirror3d.data.masks import load_rgb
 from mirror3d.data.readers.reid import MARKET_PATTERN, parse_reid_name
 from mirror3d.data.transforms import ResizeOnly, resize_pair, to_rgb_tensor
 from mirror3d.engine.demo_inputs import (InputError, UploadLimits, decode_mask_upload,
-                                         decode_upload, resolve_mask)
+                                         image_input, resolve_mask)
 from mirror3d.engine.reid_train import (ReidTrainConfig, embed_dataset, input_kind,
                                         load_reid_data, load_reid_model)
 from mirror3d.lifting.modes import (MODES_NEEDING_MASK, LiftParams, TooFewPoints, lift_image,
@@ -305,13 +305,7 @@ class SearchService:
 
     # ------------------------------------------------------------------------------ queries
     def _image(self, image) -> np.ndarray:
-        if isinstance(image, (bytes, bytearray, memoryview)):
-            image = decode_upload(image, "image", self.limits)
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise InputError(f"image: expected (H, W, 3) uint8 RGB, got {image.shape} "
-                             f"{image.dtype}")
-        return image
+        return image_input(image, self.limits)
 
     def lift(self, image: np.ndarray, mask=None, box=None, seed: int | None = None
              ) -> tuple[np.ndarray, np.ndarray | None, str]:

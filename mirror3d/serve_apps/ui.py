@@ -49,7 +49,7 @@ from PIL import Image
 from mirror3d.data.readers.reid import MARKET_PATTERN, parse_reid_name
 from mirror3d.engine.demo_inputs import InputError, UploadLimits, decode_upload
 
-__all__ = ["UI_CSS", "build_ui", "camera_markdown", "caption", "editor_box", "editor_mask",
+__all__ = ["UI_CSS", "build_ui", "wait_for_mesh", "camera_markdown", "caption", "editor_box", "editor_mask",
            "editor_value", "mount_ui", "one_line", "query_pid_from_name", "search_markdown",
            "status_markdown"]
 
@@ -462,3 +462,25 @@ def mount_ui(app: Any, api: Any, path: str = "/ui", **kwargs: Any) -> Any:
     kwargs.setdefault("css", UI_CSS)
     kwargs.setdefault("ssr_mode", False)
     return gr.mount_gradio_app(app, build_ui(api), path=path, **kwargs)
+
+
+def wait_for_mesh(page: Any, timeout_s: float = 120.0) -> None:
+    """Wait until the page's 3D viewer (``#m3d-viewer``) shows more than its clear colour: a
+    Playwright ``page`` of this UI (software WebGL takes a few seconds to load and draw the GLB).
+    Used by the browser test and the README screenshots.
+
+    Raises:
+        TimeoutError: nothing drawn within ``timeout_s``.
+    """
+    import io
+    import time
+
+    canvas = page.locator("#m3d-viewer canvas")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        shot = Image.open(io.BytesIO(page.screenshot(clip=canvas.bounding_box()))).convert("L")
+        if np.asarray(shot, np.float32).std() > 8.0:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the 3D viewer drew nothing in {timeout_s:.0f} s")
+        time.sleep(1.0)

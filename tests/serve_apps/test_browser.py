@@ -12,11 +12,9 @@ chromium``) when it runs as root.
 
 from __future__ import annotations
 
-import io
 import pathlib
 import re
 import socket
-import time
 
 import numpy as np
 import pytest
@@ -26,6 +24,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 import dataset_fixtures
 from mirror3d.serve_apps.app import start_demo, stop_demo
 from mirror3d.serve_apps.options import DemoOptions
+from mirror3d.serve_apps.ui import wait_for_mesh
 
 CHROMIUM = pathlib.Path("/usr/bin/chromium")
 #: Headless Chromium in a container: no sandbox, no GPU, nothing phoning home.
@@ -83,19 +82,6 @@ def browser():
             b.close()
 
 
-def _wait_for_mesh(page: Page, timeout_s: float = 120.0) -> None:
-    """Until the Model3D canvas shows the mesh, i.e. more than its clear colour (software WebGL
-    takes a few seconds to load and draw the GLB)."""
-    canvas = page.locator("#m3d-viewer canvas")
-    deadline = time.monotonic() + timeout_s
-    while True:
-        shot = Image.open(io.BytesIO(page.screenshot(clip=canvas.bounding_box()))).convert("L")
-        if np.asarray(shot, np.float32).std() > 8.0:
-            return
-        assert time.monotonic() < deadline, f"the 3D viewer drew nothing in {timeout_s:.0f} s"
-        time.sleep(1.0)
-
-
 def _status(page: Page, text: str) -> None:
     expect(page.locator("#m3d-status")).to_contain_text(text, timeout=TIMEOUT_MS)
 
@@ -112,7 +98,7 @@ def test_demo_page_in_browser(demo_url, browser, photos, tmp_path):
     for name in ("elevation", "distance", "bias", "light", "vertices"):
         expect(readout).to_contain_text(name)
     expect(page.locator("#m3d-viewer canvas")).to_be_visible()
-    _wait_for_mesh(page)
+    wait_for_mesh(page)
     _status(page, "automatic estimate")
     expect(page.locator("#m3d-editor canvas").first).to_be_visible()
     expect(page.locator("#m3d-turntable img")).to_have_attribute("src", re.compile(r"\.gif"))
