@@ -34,9 +34,9 @@ this process, one request at a time, on ``--baseline-threads`` (1) torch thread 
 model replica with < 1 CPU gets (Ray sets OMP_NUM_THREADS=1). Serve's status
 (``serve.status().applications[app].deployments[name].replica_states``) is sampled every second
 through the load and a cool-down after each endpoint (until the model deployments are back at
-min_replicas: at least 10 s, at most ``--cooldown`` s). The single DemoIngress replica keeps
-Serve's default max_ongoing_requests (5), so beyond 5 clients requests queue in Serve's proxy
-(they wait; they must not fail). Goals (issue #14, 2 cores, 64×128): reconstruct p50 ≤ 300 ms and
+min_replicas: at least 10 s, at most ``--cooldown`` s). The single DemoIngress replica takes
+``ingress_max_ongoing_requests`` (64) requests at once and awaits the model replicas, where
+requests beyond their ``max_ongoing_requests`` queue (they wait; they must not fail). Goals (issue #14, 2 cores, 64×128): reconstruct p50 ≤ 300 ms and
 search p50 ≤ 50 ms (at 1 client), 0 errors at 32 clients.
 
     python benchmarks/bench_serve.py [--casl RUN] [--reid RUN] [--seconds 60] [--gallery 10000]
