@@ -4,8 +4,9 @@ baseline, measured in the same run) and through ``tune.Tuner`` at concurrency 1 
 A trial is a fixed amount of CPU work on one torch thread: a small MLP trained on random data
 for a step count calibrated at the start so that one trial takes about ``--trial-seconds``, and
 its loss reported to Tune after every chunk of steps (as the trainers report once per epoch).
-The Tune runs use a function trainable with 1 CPU per trial, a grid over the trial's seed, and
-``max_concurrent_trials`` 1 and 2; Ray starts before the clocks do (its start-up is printed
+The Tune runs use a function trainable with 1 CPU per trial, a grid over the trial's seed,
+``max_concurrent_trials`` 1 and 2 and ``reuse_actors=True`` as the sweep job does (without it
+each trial starts a new process: +6.3 s per trial here, +133 % on 5 s trials, 2026-12-04); Ray starts before the clocks do (its start-up is printed
 separately). So the ratios isolate Tune's own per-trial cost (placement, the trial actor, result
 plumbing, experiment checkpointing) from Ray's start-up:
 
@@ -79,7 +80,8 @@ def run_tune(trials: int, steps: int, concurrency: int, storage: str) -> tuple[f
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": 1}),
         param_space={"seed": tune.grid_search(list(range(trials))), "steps": steps},
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, metric="loss", mode="min"),
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, metric="loss", mode="min",
+                                    reuse_actors=True),
         run_config=tune.RunConfig(name=f"bench_c{concurrency}", storage_path=storage,
                                   verbose=0))
     t0 = time.perf_counter()

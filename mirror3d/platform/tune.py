@@ -377,7 +377,10 @@ def run_sweep(plan: SweepPlan) -> SweepOutputs:
                     num_samples=plan.num_samples,
                     max_concurrent_trials=(plan.cfg.max_concurrent_trials
                                            if plan.spec.algorithm == "optuna" else None),
-                    trial_dirname_creator=_trial_dirname),
+                    trial_dirname_creator=_trial_dirname,
+                    # one trial process for successive trials: a new one costs ~6 s here
+                    # (process start, imports; benchmarks/bench_tune.py: +133 % -> +3 % on 5 s trials)
+                    reuse_actors=True),
                 run_config=tune.RunConfig(
                     name=EXPERIMENT, storage_path=str(plan.sweep_dir),
                     verbose=2 if verbose() else 0,

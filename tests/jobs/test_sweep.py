@@ -56,7 +56,7 @@ def test_missing_spec_and_missing_data_fail_before_ray(tmp_path, capsys, monkeyp
     assert main(["sweep"]) == 2
     assert "spec: required" in capsys.readouterr().err
     assert main(["sweep", "ognet_kk"]) == 2
-    assert "did you mean: ognet_k?" in capsys.readouterr().err
+    assert "did you mean: ognet_k," in capsys.readouterr().err  # the closest first
     assert main(["sweep", "ognet_k", "--smoke", "--out_dir", str(tmp_path / "runs"),
                  "--overrides", f"data.shards={tmp_path / 'none'}"]) == 1
     err = capsys.readouterr().err.strip()
