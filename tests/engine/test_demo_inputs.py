@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import struct
-import time
 import zlib
 
 import numpy as np
@@ -79,10 +78,8 @@ def test_a_10000x10000_image_is_refused_from_its_header_before_decoding(monkeypa
         raise AssertionError("decoded before the pixel cap was checked")
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", no_decode)
-    t0 = time.perf_counter()
     with pytest.raises(InputError) as ei:
         decode_upload(data)
-    assert time.perf_counter() - t0 < 1.0
     assert ei.value.status == 413
     assert "10000x10000 pixels, more than the 25,000,000-pixel limit" in _one_line(ei.value)
 
