@@ -38,7 +38,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mirror3d.data.masks import estimate_mask, mask_values
 
-__all__ = ["InputError", "UploadLimits", "UPLOAD_FORMATS", "MASK_SOURCES", "decode_upload", "image_input",
+__all__ = ["InputError", "UploadLimits", "UPLOAD_FORMATS", "MASK_SOURCES", "decode_upload", "image_input", "optional_box",
            "decode_mask_upload", "parse_box", "resolve_mask", "to_rgb_array"]
 
 #: Pillow format names an upload may have (Pillow's JPEG opener also reads the multi-picture
@@ -283,6 +283,14 @@ def parse_box(box, shape: tuple[int, int]) -> tuple[int, int, int, int]:
         raise InputError(f"box: ({x0}, {y0}, {x1}, {y1}) covers the whole {w}x{h} image; draw "
                          f"it around the person, leaving some background outside")
     return x0, y0, x1, y1
+
+
+def optional_box(box, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """:func:`parse_box`, with no box (None, or a blank string as an empty form field sends)
+    → None."""
+    if box is None or (isinstance(box, str) and not box.strip()):
+        return None
+    return parse_box(box, shape)
 
 
 def _grabcut(image: np.ndarray, box: tuple[int, int, int, int] | None, seed: int) -> np.ndarray:

@@ -47,7 +47,7 @@ from mirror3d.engine.demo_inputs import (
     UploadLimits,
     decode_mask_upload,
     decode_upload,
-    parse_box,
+    optional_box,
 )
 from mirror3d.engine.demo_reconstruct import MeshStore
 from mirror3d.engine.demo_search import market_ids
@@ -162,18 +162,13 @@ class ServeDemoApi:
             raise InputError(out["error"], status=int(out.get("status", 400)))
         return out
 
-    def _box(self, box: Any, image: np.ndarray) -> tuple[int, int, int, int] | None:
-        if box is None or (isinstance(box, str) and not box.strip()):
-            return None
-        return parse_box(box, image.shape[:2])
-
     async def reconstruct(self, image: np.ndarray, mask: np.ndarray | None = None, box: Any = None,
                           refine_steps: int = 0, turntable: bool = True) -> dict[str, Any]:
         """``summary`` keys (id, camera, light, num_vertices, num_faces, mask_source,
         refine_steps, seconds) + ``mesh_url``, ``glb_path``, ``input_view`` (H, W, 3) uint8,
         ``mask`` (H, W) bool and, with ``turntable``, ``turntable_gif_path``."""
         steps = _checked_int("refine_steps", refine_steps, 0, self.opts.max_refine_steps)
-        box = self._box(box, image)
+        box = optional_box(box, image.shape[:2])
         out = self._raise_if_failed(await self.reconstructor.reconstruct.remote(
             image, mask, box, steps, turntable))
         summary = dict(out["summary"])
@@ -213,7 +208,7 @@ class ServeDemoApi:
         """The search ``summary`` (``rows``: rank, score, pid, camid, path, match) and, with
         ``thumbnails``, each row's ``thumbnail`` (h, w, 3) uint8."""
         k = _checked_int("k", self.opts.top_k if k in (None, "") else k, 1, self.opts.max_k)
-        box = self._box(box, image)
+        box = optional_box(box, image.shape[:2])
         out = self._raise_if_failed(await self.searcher.search.remote(
             image, mask, box, k, query_pid, thumbnails))
         res = dict(out["summary"])

@@ -27,7 +27,7 @@ import numpy as np
 import uvicorn
 from fastapi import FastAPI
 
-from mirror3d.engine.demo_inputs import InputError, UploadLimits, parse_box
+from mirror3d.engine.demo_inputs import InputError, UploadLimits, optional_box
 from mirror3d.engine.demo_reconstruct import MeshStore, ReconstructService
 from mirror3d.engine.demo_search import SearchService
 from mirror3d.serve_apps.ui import mount_ui
@@ -77,12 +77,6 @@ class LocalDemoApi:
                 return fn(*args, **kwargs)
         return await asyncio.to_thread(locked)
 
-    @staticmethod
-    def _box(box: Any, image: np.ndarray) -> tuple[int, int, int, int] | None:
-        if box is None or (isinstance(box, str) and not box.strip()):
-            return None
-        return parse_box(box, np.asarray(image).shape[:2])
-
     async def reconstruct(self, image: np.ndarray, mask: np.ndarray | None = None, box: Any = None,
                           refine_steps: int = 0, turntable: bool = True) -> dict[str, Any]:
         """The result's ``summary()`` plus ``glb_path``, ``input_view``, ``mask`` and (with
@@ -94,7 +88,7 @@ class LocalDemoApi:
         svc = self.reconstructor
         if svc is None:
             raise InputError("reconstruct: no CASL run loaded", status=503)
-        box = self._box(box, image)
+        box = optional_box(box, np.asarray(image).shape[:2])
         r = await self._run(svc.reconstruct, image, mask=mask, box=box,
                             refine_steps=refine_steps, turntable=turntable)
         self.meshes.put(r.id, r.glb)
@@ -136,7 +130,7 @@ class LocalDemoApi:
         k = self.top_k if k in (None, "") else int(k)
         if not 1 <= k <= self.max_k:
             raise InputError(f"k: expected 1..{self.max_k}, got {k}")
-        box = self._box(box, image)
+        box = optional_box(box, np.asarray(image).shape[:2])
         r = await self._run(svc.search, image, mask=mask, box=box, k=k, query_pid=query_pid)
         out = dict(r.summary())
         if thumbnails:
