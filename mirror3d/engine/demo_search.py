@@ -50,9 +50,11 @@ from mirror3d.engine.reid_train import (ReidTrainConfig, embed_dataset, input_ki
 from mirror3d.lifting.modes import (MODES_NEEDING_MASK, LiftParams, TooFewPoints, lift_image,
                                     seed_for_key)
 from mirror3d.lifting.reconstructors import SYNTH_TRUTH, build_reconstructor
+from mirror3d.lifting.config import LiftConfig
 from mirror3d.lifting.run import SETTINGS_FILE
 from mirror3d.models.casl import MaskError
 from mirror3d.retrieval.gallery import GalleryIndex
+from mirror3d.utils.config import ConfigError, update_config
 from mirror3d.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,10 @@ class LiftRecipe:
     settings: dict = field(repr=False, compare=False)
 
 
+#: The lifting settings that make a cloud's points (LiftConfig.params()).
+POINT_KEYS = ("num_points", "min_points", "short", "oversample", "depth_tol", "height", "frame")
+
+
 def read_lift_recipe(shards: str | os.PathLike, run: str = "") -> LiftRecipe:
     """The :class:`LiftRecipe` recorded next to a shard directory.
 
@@ -108,10 +114,10 @@ def read_lift_recipe(shards: str | os.PathLike, run: str = "") -> LiftRecipe:
                                 f"how to lift a query is unknown; re-lift them with the lift job")
     try:
         s = json.loads(path.read_text())
-        params = LiftParams(num_points=int(s["num_points"]), min_points=int(s["min_points"]),
-                            short=s["short"], oversample=float(s["oversample"]),
-                            depth_tol=float(s["depth_tol"]), height=float(s["height"]),
-                            frame=s.get("frame", "object"))
+        # the file holds LiftConfig's content keys: its own checks and params() read them back
+        cfg = update_config(LiftConfig(), {k: s[k] for k in POINT_KEYS
+                                           if k in s or k != "frame"})  # older files: no frame
+        params = cfg.params()
         size = s.get("image_size")
         return LiftRecipe(mode=s["mode"], params=params,
                           image_size=None if size is None else (int(size[0]), int(size[1])),
@@ -119,7 +125,7 @@ def read_lift_recipe(shards: str | os.PathLike, run: str = "") -> LiftRecipe:
                           checkpoint=str(s.get("checkpoint") or ""),
                           refine_steps=int(s.get("refine_steps", 0)), seed=int(s.get("seed", 0)),
                           root=str(s.get("root", "")), settings=s)
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, ConfigError) as e:
         raise ValueError(f"{who}{path}: unusable lifting settings ({e})") from None
 
 
