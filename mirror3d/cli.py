@@ -3,8 +3,9 @@ the jobs of :mod:`mirror3d.jobs` (the top layer: nothing imports it).
 
 Every job command takes the same options: positional arguments for the job's ``POSITIONAL``
 keys, ``--preset NAME`` (a YAML file in ``configs/<job>/``; ``--smoke`` is ``--preset smoke``),
-``--config FILE`` and one ``--<dotted.key> VALUE`` per config field (shown in ``--help`` with
-type and default). Precedence: field defaults < preset < ``--config FILE`` < options. ``--help``
+``--config FILE``, ``--storage LOCATION`` (every ``runs/...`` path of the config moved under a
+folder or URI that every node of a cluster sees: :mod:`mirror3d.utils.storage`) and one
+``--<dotted.key> VALUE`` per config field (shown in ``--help`` with type and default). Precedence: field defaults < preset < ``--config FILE`` < options. ``--help``
 imports the job's module (its config class), never torch-heavy work; ``mirror3d --help`` imports
 no job at all.
 
@@ -41,6 +42,7 @@ from mirror3d.utils.config import (
 )
 from mirror3d.utils.env import apply_local_env
 from mirror3d.utils.errors import JobFailed
+from mirror3d.utils.storage import relocate_config
 
 __all__ = ["add_config_arguments", "config_from_args", "main"]
 
@@ -233,6 +235,10 @@ class JobCommand:
         parser.add_argument("--preset", default="default", metavar="NAME",
                             help=f"preset in configs/{self.name}/ ({known})")
         parser.add_argument("--smoke", action="store_true", help="same as --preset smoke: a tiny run")
+        parser.add_argument("--storage", default=None, metavar="LOCATION",
+                            help="where run directories live instead of runs/: a folder every node "
+                                 "sees, or a URI (s3://bucket/prefix, gs://..., any pyarrow "
+                                 "filesystem); every runs/... path of the config moves under it")
         add_config_arguments(parser, cls)
 
     def config(self, args: argparse.Namespace) -> Any:
@@ -246,7 +252,13 @@ class JobCommand:
             else:
                 tokens.insert(0, f"--{key}={value}")
         preset = "smoke" if args.smoke else args.preset
-        return resolve_config(self.name, preset, getattr(args, "config", None), tokens)
+        cfg = resolve_config(self.name, preset, getattr(args, "config", None), tokens)
+        if args.storage:
+            cfg, _ = relocate_config(cfg, args.storage)
+            at_storage = getattr(self.module, "at_storage", None)  # a job's own defaults
+            if at_storage is not None:
+                cfg = at_storage(cfg, args.storage)
+        return cfg
 
     def run(self, args: argparse.Namespace) -> int:
         return self.module.run(self.config(args))

@@ -26,6 +26,38 @@ def mlflow_store(tmp_path_factory):
         yield store
 
 
+@pytest.fixture(scope="session", autouse=True)
+def storage_environment(tmp_path_factory):
+    """The storage variables of the session, set before any Ray instance starts (so Ray workers
+    inherit them): the stage of URI locations in a temporary folder (never ~/.cache), and the
+    AWS variables of the local S3 server that :func:`s3_server` starts on first use."""
+    import s3_fixtures
+
+    port = s3_fixtures.free_port()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MIRROR3D_STAGE", str(tmp_path_factory.mktemp("stage")))
+        for key, value in s3_fixtures.s3_env(port).items():
+            mp.setenv(key, value)
+        yield port
+
+
+@pytest.fixture(scope="session")
+def s3_server(storage_environment, tmp_path_factory):
+    """moto's S3 API on 127.0.0.1, for the whole session."""
+    import s3_fixtures
+
+    server = s3_fixtures.MotoServer(storage_environment,
+                                    str(tmp_path_factory.mktemp("moto") / "moto.log"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server) -> str:
+    """A new empty bucket on the local S3 server: ``s3://<name>``."""
+    return s3_server.bucket()
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray instance for the whole test session (cold start is ~6 s)."""

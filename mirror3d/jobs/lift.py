@@ -7,18 +7,28 @@ lifting mode, flat included.
         --checkpoint runs/casl/<run>/model_final.pt --actors 2
     python -m mirror3d lift --smoke --no_ray
 
-Shards go to data/lifted/<mode> (``--out``); the summary, the bad-image list and the pictures to
-runs/lift/<name>.
+Shards go to data/lifted/<mode> (``--out``; ``<storage>/lifted/<mode>`` with ``--storage``); the
+summary, the bad-image list and the pictures to runs/lift/<name>.
 """
 
 from __future__ import annotations
 
 from mirror3d.lifting.config import LiftConfig
 from mirror3d.platform.lifting import run_lift
+from mirror3d.utils import storage
+from mirror3d.utils.config import update_config
 
-__all__ = ["CONFIG", "run"]
+__all__ = ["CONFIG", "run", "at_storage"]
 
 CONFIG = LiftConfig
+
+
+def at_storage(cfg: LiftConfig, storage_root: str) -> LiftConfig:
+    """``--storage``: the shards' default folder (``data/lifted/<mode>``, no ``--out`` given)
+    moves under the storage location too, where the re-id jobs look for it."""
+    if cfg.out:
+        return cfg
+    return update_config(cfg, {"out": storage.relocate(cfg.out_location(), storage_root)})
 
 
 def run(cfg: LiftConfig) -> int:
