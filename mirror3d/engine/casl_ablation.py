@@ -17,6 +17,7 @@ error, novel-view MaskIoU at +90°), the paper's own numbers and which of its di
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 from dataclasses import dataclass, field
 
@@ -68,7 +69,7 @@ class AblationConfig:
     base: CaslTrainConfig = field(default_factory=CaslTrainConfig)
 
 
-def variant_config(cfg: AblationConfig, variant: str, run_root: pathlib.Path) -> CaslTrainConfig:
+def variant_config(cfg: AblationConfig, variant: str, run_root: str | os.PathLike) -> CaslTrainConfig:
     """The training config of one variant: the base + its overrides, the budget, and the run
     directory ``run_root/<variant>`` (never resumed)."""
     updates = dict(VARIANTS[variant])

@@ -15,7 +15,11 @@ averaged before every optimiser step, the prototype loop's sums all-reduced.
 Run directory (written by rank 0): ``metrics.jsonl``, ``checkpoints/epoch_XXXX/checkpoint.pt``,
 ``templates/epoch_XXXX.obj`` (each prototype update), ``model_final.pt``,
 ``template_final.obj`` and ``train_summary.json``. Rank 0 also logs the run to MLflow (the
-``tracking`` section, :mod:`mirror3d.engine.tracking`).
+``tracking`` section, :mod:`mirror3d.engine.tracking`). A start first drops the ``metrics.jsonl``
+/ ``curve.jsonl`` lines an earlier attempt logged after the start point (its resume checkpoint,
+e.g. when Ray Train restarts its workers after a failure), so every epoch is logged once; a
+resume restores every rank's random state (:mod:`mirror3d.engine.rng_state`), so the resumed
+epochs are the ones the interrupted run would have trained.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import torch
 from mirror3d.data.datasets import ReconstructionDataset
 from mirror3d.data.readers import read_recon
 from mirror3d.engine.progress import PROGRESS_FILE, EpochProgress
+from mirror3d.engine.rng_state import gather_rng_states, restore_rng_states
 from mirror3d.engine.runtime import (ReportFn, TrainingClock, all_reduce_grads, all_reduce_sum,
                                      default_device, non_finite_loss, reestimate_bn)
 from mirror3d.engine.scaling import RayConfig
@@ -48,7 +53,7 @@ from mirror3d.render.mesh_io import export_mesh
 from mirror3d.utils.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from mirror3d.utils.config import config_to_dict
 from mirror3d.utils.files import atomic_write
-from mirror3d.utils.rundir import append_metrics
+from mirror3d.utils.rundir import append_metrics, trim_metrics
 
 __all__ = ["KIND", "CaslDataConfig", "CaslOptimConfig", "CaslTrainConfig", "casl_records",
            "load_casl_data", "step_settings", "casl_warm_up", "train_casl_loop"]
@@ -243,6 +248,7 @@ def _train_casl(cfg: CaslTrainConfig, run_dir: pathlib.Path, resume: str, device
     settings = step_settings(cfg)
     averaged = None
     start_epoch, step = 0, 0
+    saved_rng = None
     if resume:
         state = load_checkpoint(resume, KIND)
         model.load_state_dict(state["model"])
@@ -251,18 +257,22 @@ def _train_casl(cfg: CaslTrainConfig, run_dir: pathlib.Path, resume: str, device
         opt_d.load_state_dict(state["opt_d"])
         proto.load_state_dict(state["prototype"])
         start_epoch, step = int(state["epoch"]) + 1, int(state["step"])
+        saved_rng = state.get("rng")
         if state.get("averaged") is not None:
             averaged = torch.optim.swa_utils.AveragedModel(model, use_buffers=False)
             averaged.load_state_dict(state["averaged"])
+    if rank == 0:  # what an earlier attempt logged after the start point is logged again below
+        trim_metrics(run_dir, start_epoch - 1)
+        trim_metrics(run_dir, step - 1, "curve.jsonl", key="step")
 
     sampler = None
+    shuffle_gen = torch.Generator().manual_seed(cfg.optim.seed)
     if world_size > 1:
         sampler = torch.utils.data.DistributedSampler(train_ds, world_size, rank, shuffle=True,
                                                       seed=cfg.optim.seed)
     loader = torch.utils.data.DataLoader(train_ds, batch_size=cfg.optim.batch_size,
                                          shuffle=sampler is None, sampler=sampler, drop_last=True,
-                                         num_workers=cfg.data.workers,
-                                         generator=torch.Generator().manual_seed(cfg.optim.seed))
+                                         num_workers=cfg.data.workers, generator=shuffle_gen)
     clean_sampler = (torch.utils.data.DistributedSampler(clean_ds, world_size, rank, shuffle=False)
                      if world_size > 1 else None)
     clean_loader = torch.utils.data.DataLoader(clean_ds, batch_size=cfg.optim.batch_size,
@@ -302,7 +312,9 @@ def _train_casl(cfg: CaslTrainConfig, run_dir: pathlib.Path, resume: str, device
                             prefix="curve/")  # MLflow step = training step here
         clock.start += time.time() - t
 
-    last_epoch = start_epoch - 1
+    # a resumed run continues the random draws (and data order) of the run it resumes
+    restore_rng_states(saved_rng, (gen, shuffle_gen), rank, world_size)
+    last_epoch = epoch = start_epoch - 1  # (``epoch`` for the final curve point of a finished run)
     for epoch in range(start_epoch, epochs):
         if sampler is not None:
             sampler.set_epoch(epoch)
@@ -355,19 +367,21 @@ def _train_casl(cfg: CaslTrainConfig, run_dir: pathlib.Path, resume: str, device
         metrics.update(epoch=epoch, steps=n, lr_factor=lr_factor, warm=warm_now,
                        epoch_seconds=epoch_seconds, elapsed_seconds=clock.elapsed())
         ckpt_file = None
+        due = final or (epoch + 1) % cfg.optim.checkpoint_every == 0
+        rng = gather_rng_states((gen, shuffle_gen), rank, world_size) if due else None
         if rank == 0:
             append_metrics(run_dir, metrics)
             tracker.log_metrics(metrics, step=epoch)
             progress.epoch(epoch, steps=n, seconds=epoch_seconds, metrics=metrics,
                            main=("loss", "train_mask_iou"))
-            if final or (epoch + 1) % cfg.optim.checkpoint_every == 0:
+            if due:
                 ckpt_file = save_checkpoint(
                     run_dir / "checkpoints" / f"epoch_{epoch:04d}" / CHECKPOINT_FILE, KIND,
                     {"model": model.state_dict(), "disc": disc.state_dict(),
                      "opt_e": opt_e.state_dict(), "opt_d": opt_d.state_dict(),
                      "prototype": proto.state_dict(), "epoch": epoch, "step": step,
                      "averaged": averaged.state_dict() if averaged is not None else None,
-                     "config": config_to_dict(cfg), "metrics": metrics})
+                     "rng": rng, "config": config_to_dict(cfg), "metrics": metrics})
         if report is not None:
             report(metrics, ckpt_file)
         last_epoch = epoch

@@ -12,9 +12,11 @@ of :class:`mirror3d.data.transforms.PointCloudAugment`; weight averaging over th
 with BN re-estimation.
 
 :func:`train_reid_loop` runs the epochs: one metrics line (``metrics.jsonl``) and one progress
-line per epoch, a checkpoint every N epochs (model, averaged model, optimiser, epoch, config;
-the learning rate follows from the epoch and the clock), resume from one. At the end rank 0
-writes ``model_final.pt``, evaluates query vs gallery under the Market-1501 protocol
+line per epoch, a checkpoint every N epochs (model, averaged model, optimiser, epoch, config,
+every rank's random state: :mod:`mirror3d.engine.rng_state`; the learning rate follows from the
+epoch and the clock), resume from one (a start drops the metrics lines an earlier attempt logged
+after its start point: every epoch is logged once). At the end rank 0 writes
+``model_final.pt``, evaluates query vs gallery under the Market-1501 protocol
 (:mod:`mirror3d.metrics.reid`), also at the test point densities ``eval_densities`` (OG-Net
 Fig. 8; :func:`evaluate_model`), and writes ``eval.json`` and the ranked-results picture
 ``ranked.png``. Rank 0 logs the run to MLflow (the ``tracking`` section,
@@ -48,6 +50,7 @@ from mirror3d.data.datasets import PointCloudDataset, ReidImageDataset, sample_g
 from mirror3d.data.readers import read_market1501
 from mirror3d.data.samplers import PKSampler
 from mirror3d.engine.progress import PROGRESS_FILE, EpochProgress
+from mirror3d.engine.rng_state import gather_rng_states, restore_rng_states
 from mirror3d.engine.runtime import (ReportFn, TrainingClock, default_device, non_finite_loss,
                                      reestimate_bn)
 from mirror3d.engine.scaling import RayConfig
@@ -60,7 +63,7 @@ from mirror3d.models.registry import create_model, model_info
 from mirror3d.utils.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from mirror3d.utils.config import config_from_dict, config_to_dict
 from mirror3d.utils.files import atomic_write
-from mirror3d.utils.rundir import append_metrics
+from mirror3d.utils.rundir import append_metrics, trim_metrics
 
 log = logging.getLogger(__name__)
 
@@ -452,14 +455,18 @@ def _train_reid(cfg: ReidTrainConfig, run_dir: pathlib.Path, resume: str, device
                            weight_decay=cfg.optim.weight_decay, amsgrad=True)
     averaged = None
     start_epoch = 0
+    saved_rng = None
     if resume:
         state = load_checkpoint(resume, KIND)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_epoch = int(state["epoch"]) + 1
+        saved_rng = state.get("rng")
         if state.get("averaged") is not None:
             averaged = torch.optim.swa_utils.AveragedModel(model)
             averaged.load_state_dict(state["averaged"])
+    if rank == 0:  # what an earlier attempt logged after the start point is logged again below
+        trim_metrics(run_dir, start_epoch - 1)
     ddp_model = model
     if world_size > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model)
@@ -479,6 +486,8 @@ def _train_reid(cfg: ReidTrainConfig, run_dir: pathlib.Path, resume: str, device
 
     it = start_epoch * len(loader)
     last_epoch = start_epoch - 1
+    # a resumed run continues the random draws of the run it resumes
+    restore_rng_states(saved_rng, (), rank, world_size)
     for epoch in range(start_epoch, epochs):
         lr = base_lr * clock.cosine(epoch, 0.01)
         for g in opt.param_groups:
@@ -527,19 +536,21 @@ def _train_reid(cfg: ReidTrainConfig, run_dir: pathlib.Path, resume: str, device
         metrics.update(epoch=epoch, lr=lr, steps=n, torch_threads=torch.get_num_threads(),
                        epoch_seconds=epoch_seconds, elapsed_seconds=clock.elapsed())
         ckpt_file = None
+        due = final or (epoch + 1) % cfg.optim.checkpoint_every == 0
+        rng = gather_rng_states((), rank, world_size) if due else None
         if rank == 0:
             append_metrics(run_dir, metrics)
             tracker.log_metrics(metrics, step=epoch)
             progress.epoch(epoch, steps=n, seconds=epoch_seconds,
                            metrics={"loss": metrics["loss"], "train_acc": metrics["acc"]},
                            main=("loss", "train_acc"))
-            if final or (epoch + 1) % cfg.optim.checkpoint_every == 0:
+            if due:
                 ckpt_file = save_checkpoint(
                     run_dir / "checkpoints" / f"epoch_{epoch:04d}" / CHECKPOINT_FILE, KIND,
                     {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                      "averaged": averaged.state_dict() if averaged is not None else None,
                      "num_classes": data.num_classes, "config": config_to_dict(cfg),
-                     "metrics": metrics})
+                     "rng": rng, "metrics": metrics})
         if report is not None:
             report(metrics, ckpt_file)
         last_epoch = epoch

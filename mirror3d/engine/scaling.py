@@ -17,4 +17,10 @@ class RayConfig:
     cpus_per_worker: float = field(default=0.0, metadata={
         "range": (0.0, 1024.0), "help": "CPUs (= torch threads) per worker; 0 = auto: the cluster's "
                                         "CPUs shared among the workers, at most one node's"})
-    max_failures: int = field(default=0, metadata={"range": (-1, 1000)})
+    max_failures: int = field(default=0, metadata={
+        "range": (-1, 1000), "help": "restarts of the worker group after a worker or node fails "
+                                    "(-1 = no limit); it resumes from the last checkpoint"})
+    placement_strategy: str = field(default="PACK", metadata={
+        "choices": ["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"],
+        "help": "where the workers go (Ray placement groups): PACK few nodes, SPREAD over "
+                "nodes where possible; STRICT_* must, or the run waits"})

@@ -67,6 +67,7 @@ from mirror3d.engine.casl_train import CaslTrainConfig
 from mirror3d.engine.reid_train import (ReidTrainConfig, evaluate_model, input_kind,
                                         load_reid_data, load_reid_model)
 from mirror3d.engine.tracking import resolve_tracking
+from mirror3d.utils import storage
 from mirror3d.utils.config import (ConfigError, config_fields, config_to_dict, format_value,
                                    get_by_dotted, parse_overrides, update_config)
 from mirror3d.utils.files import atomic_write
@@ -75,7 +76,8 @@ from mirror3d.utils.rundir import append_metrics
 __all__ = ["SweepConfig", "SweepJob", "SWEEP_JOBS", "Dimension", "Asha", "Side", "Claim",
            "SweepSpec", "SweepPlan", "SPEC_KEYS", "spec_path", "load_spec", "plan_sweep",
            "trial_config", "trial_settings", "check_inputs", "TRIAL_FILE", "read_trial",
-           "write_trial", "finished_trial", "log_event", "reid_final_metrics",
+           "write_trial", "finished_trial", "log_event", "gather_events", "EVENTS_FILE",
+           "EVENTS_DIR", "reid_final_metrics",
            "casl_final_metrics", "metric_display", "one_line", "grid_values", "final_metric_names",
            "reid_density_evaluation", "short_value"]
 
@@ -506,10 +508,13 @@ class SweepPlan:
             out_dir, name and ray section).
         base: every trial's job config before its searched values (preset + fixed +
             overrides, absolute data paths, the per-trial resources and budget).
-        sweep_dir: ``<out_dir>/<name>``, absolute.
+        sweep_dir: ``<out_dir>/<name>``, absolute: the sweep's folder on this node (the stage of
+            ``location`` when that is a storage URI).
         num_samples: Tune's num_samples.
         trial_minutes: each trial's training budget (0 = epochs only).
         evaluation: the trial's evaluation options (see the module docstring).
+        location: where the sweep is stored: ``sweep_dir``, or a storage URI
+            (:mod:`mirror3d.utils.storage`; ``--storage s3://...``) whose stage it is.
     """
 
     cfg: SweepConfig
@@ -521,6 +526,12 @@ class SweepPlan:
     num_samples: int
     trial_minutes: float
     evaluation: dict
+    location: str = ""
+
+    @property
+    def stored_at(self) -> str:
+        """The sweep's storage location (``location``, else ``sweep_dir``)."""
+        return self.location or str(self.sweep_dir)
 
     @property
     def name(self) -> str:
@@ -669,7 +680,8 @@ def plan_sweep(cfg: SweepConfig, spec: SweepSpec, preset: Any) -> SweepPlan:
     updates: dict[str, Any] = {}
     for key in ("data.root", "data.shards", "data.images"):  # trials run in other directories
         if key in leaves:
-            updates[key] = str(pathlib.Path(get_by_dotted(base, key)).resolve())
+            value = str(get_by_dotted(base, key))
+            updates[key] = value if storage.is_uri(value) else str(pathlib.Path(value).resolve())
     workers = cfg.gpus_per_trial or base.ray.num_workers
     updates.update({"ray.num_workers": workers, "ray.use_gpu": cfg.gpus_per_trial > 0,
                     "ray.cpus_per_worker": cfg.cpus_per_trial / workers, "resume": ""})
@@ -738,9 +750,10 @@ def plan_sweep(cfg: SweepConfig, spec: SweepSpec, preset: Any) -> SweepPlan:
     sweep_name = cfg.name or (spec.name + ("-smoke" if spec.variant == "smoke" else ""))
     if "/" in sweep_name or sweep_name in (".", ".."):
         raise ConfigError(f"name: expected a plain name, got {sweep_name!r}")
-    sweep_dir = (pathlib.Path(cfg.out_dir) / sweep_name).resolve()
-    return SweepPlan(cfg=cfg, spec=spec, job=job, preset=preset, base=base, sweep_dir=sweep_dir,
-                     num_samples=num_samples, trial_minutes=minutes, evaluation=evaluation)
+    location = storage.join(cfg.out_dir, sweep_name)
+    return SweepPlan(cfg=cfg, spec=spec, job=job, preset=preset, base=base,
+                     sweep_dir=storage.local_path(location), num_samples=num_samples,
+                     trial_minutes=minutes, evaluation=evaluation, location=location)
 
 
 def check_inputs(plan: SweepPlan) -> None:
@@ -758,8 +771,8 @@ def check_inputs(plan: SweepPlan) -> None:
         keys = sorted({"data.images" if input_kind(n) == "image" else "data.shards"
                        for n in names})
     for key in keys:
-        p = pathlib.Path(get_by_dotted(base, key))
-        if not p.exists():
+        p = str(get_by_dotted(base, key))
+        if not storage.exists(p):
             raise FileNotFoundError(f"{key}: {p} does not exist (set it with --overrides "
                                     f"'{key}=...' or in the spec's fixed keys)")
 
@@ -773,7 +786,7 @@ def trial_config(plan: SweepPlan, trial_id: str, params: Mapping[str, Any]) -> A
         ConfigError: a value the config refuses (e.g. a cross-field check).
     """
     updates = {k: params[k] for k in plan.spec.keys if k in params}
-    updates.update({"out_dir": str(plan.trials_dir), "name": trial_id})
+    updates.update({"out_dir": storage.join(plan.stored_at, "trials"), "name": trial_id})
     if hasattr(plan.base, "tracking"):
         if not plan.base.tracking.experiment:
             updates["tracking.experiment"] = f"sweep-{plan.name}"
@@ -816,10 +829,30 @@ def finished_trial(run_dir: str | pathlib.Path, cfg: Any) -> dict | None:
     return None
 
 
-def log_event(sweep_dir: str | pathlib.Path, trial_id: str, event: str, **extra: Any) -> None:
-    """One line of ``<sweep_dir>/events.jsonl``: a trial started, was reused, finished, failed."""
-    append_metrics(sweep_dir, {"time": time.time(), "trial": trial_id, "event": event, **extra},
-                   "events.jsonl")
+#: The sweep's event log, and the folder of the per-trial logs it is gathered from.
+EVENTS_FILE, EVENTS_DIR = "events.jsonl", "events"
+
+
+def log_event(sweep_dir: str | pathlib.Path, trial_id: str, event: str, **extra: Any) -> str:
+    """One line of the trial's event log ``<sweep_dir>/events/<trial id>.jsonl`` (a trial
+    started, was reused, finished, failed; one file per trial, so trials on different nodes
+    never write the same file); :func:`gather_events` makes the sweep's ``events.jsonl``.
+    Returns the log's path relative to ``sweep_dir``."""
+    folder = pathlib.Path(sweep_dir) / EVENTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    append_metrics(folder, {"time": time.time(), "trial": trial_id, "event": event, **extra},
+                   f"{trial_id}.jsonl")
+    return f"{EVENTS_DIR}/{trial_id}.jsonl"
+
+
+def gather_events(sweep_dir: str | pathlib.Path) -> pathlib.Path:
+    """``<sweep_dir>/events.jsonl``: every trial's events, in time order."""
+    sweep_dir = pathlib.Path(sweep_dir)
+    events = [json.loads(line) for p in sorted((sweep_dir / EVENTS_DIR).glob("*.jsonl"))
+              for line in p.read_text().splitlines() if line.strip()]
+    events.sort(key=lambda e: (e.get("time", 0.0), e.get("trial", "")))
+    return atomic_write(sweep_dir / EVENTS_FILE,
+                        "".join(json.dumps(e, default=float) + "\n" for e in events))
 
 
 def short_value(v: Any) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from mirror3d.engine.casl_eval import EvalCaslOptions, evaluate_casl
+from mirror3d.utils import storage
 from mirror3d.utils.config import ConfigError
 
 __all__ = ["CONFIG", "POSITIONAL", "EvalCaslConfig", "CaslDataOverrides", "run"]
@@ -100,7 +101,11 @@ def _f(v) -> str:
 def run(cfg: EvalCaslConfig) -> int:
     if not cfg.run_dir:
         raise ConfigError("run_dir: required (a train-casl run directory)")
-    m = evaluate_casl(cfg.run_dir, cfg.data.as_updates(), cfg.options(), progress=cfg.progress)
+    # a run (or data) in a store: evaluated in this node's stage, the eval/ folder pushed back
+    updates = {k: storage.stage(v) if isinstance(v, str) and v else v
+               for k, v in cfg.data.as_updates().items()}
+    m = evaluate_casl(storage.stage(cfg.run_dir), updates, cfg.options(), progress=cfg.progress)
+    storage.push(cfg.run_dir, "eval")
     fd = m["fd"]
     line = (f"eval-casl: N={m['data']['n_images']} MaskIoU {m['mask_iou_pct']:.1f}% "
             f"SSIM {m['ssim_pct']:.1f}% {fd['metric']} recon/novel/90 {_f(fd['recon']['value'])}/"
@@ -114,5 +119,5 @@ def run(cfg: EvalCaslConfig) -> int:
                  f"azimuth error {s['camera']['azimuth_median_deg']:.1f} deg, novel-view "
                  f"MaskIoU {s['novel_view_mask_iou_pct']:.1f}%")
     print(line)
-    print(f"eval-casl: wrote {m['run_dir']}/eval")
+    print(f"eval-casl: wrote {storage.describe(storage.join(cfg.run_dir, 'eval'))}")
     return 0

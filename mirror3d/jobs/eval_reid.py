@@ -20,10 +20,10 @@ paper's 100 % test density for a model trained at 50 %).
 from __future__ import annotations
 
 import json
-import pathlib
 from dataclasses import dataclass, field
 
 from mirror3d.engine.reid_train import evaluate_model, load_reid_data, load_reid_model
+from mirror3d.utils import storage
 from mirror3d.utils.config import ConfigError, update_config
 
 __all__ = ["CONFIG", "POSITIONAL", "EvalReidConfig", "run"]
@@ -64,21 +64,29 @@ POSITIONAL = ("run_dir",)
 def run(cfg: EvalReidConfig) -> int:
     if not cfg.run_dir:
         raise ConfigError("run_dir: required (a train-reid run directory or its model_final.pt)")
-    model, train_cfg = load_reid_model(cfg.run_dir)
+    # inputs and outputs may be storage URIs: read from and written to this node's stage
+    model, train_cfg = load_reid_model(storage.stage(cfg.run_dir))
     updates = {}
     if cfg.shards:
-        updates["data.shards"] = cfg.shards
+        updates["data.shards"] = storage.stage(cfg.shards)
     if cfg.images:
-        updates["data.images"] = cfg.images
+        updates["data.images"] = storage.stage(cfg.images)
     if cfg.densities:
         updates["eval_densities"] = cfg.densities
     if cfg.num_points:
         updates["data.num_points"] = cfg.num_points
     train_cfg = update_config(train_cfg, updates) if updates else train_cfg
     data = load_reid_data(train_cfg)
-    run = pathlib.Path(cfg.run_dir)
-    out = pathlib.Path(cfg.out) if cfg.out else (run if run.is_dir() else run.parent) / "eval"
+    run = storage.local_path(cfg.run_dir)
+    if run.is_dir():
+        run_at = cfg.run_dir
+    else:  # a model_final.pt: its run directory
+        run_at = (cfg.run_dir.rstrip("/").rsplit("/", 1)[0] if storage.is_uri(cfg.run_dir)
+                  else str(run.parent))
+    out_at = cfg.out or storage.join(run_at, "eval")
+    out = storage.local_path(out_at)
     out.mkdir(parents=True, exist_ok=True)
     res = evaluate_model(model, data, train_cfg, out)
+    storage.push(out_at)
     print(json.dumps(res, indent=2))
     return 0

@@ -48,7 +48,6 @@ import logging
 import os
 import pathlib
 import platform
-import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -68,6 +67,7 @@ from mirror3d.platform.cluster import ensure_ray
 from mirror3d.platform.lifting import run_lift
 from mirror3d.platform.reid import train_reid
 from mirror3d.platform.synth import generate_dataset
+from mirror3d.utils import storage
 from mirror3d.utils.checkpoint import latest_checkpoint
 from mirror3d.utils.config import ConfigError, config_to_dict, save_config, update_config
 from mirror3d.utils.files import atomic_write
@@ -76,7 +76,8 @@ from mirror3d.utils.fingerprint import fingerprint
 log = logging.getLogger(__name__)
 
 __all__ = ["CONFIG", "MESH_MODES", "MODES", "RUN_DIR_PLACEHOLDER", "PipelineConfig",
-           "PipelineResult", "StageRecord", "resolve_run_dir", "run", "run_pipeline"]
+           "PipelineResult", "StageRecord", "resolve_run_dir", "run_location", "run",
+           "run_pipeline"]
 
 MODES = ("flat", "casl-visible", "casl-visible+bg")
 #: The modes that lift a mesh, and so have an oracle with SynthPeople's true meshes.
@@ -211,9 +212,10 @@ class _Stages:
     stage's fingerprint and finish time: a dependency that ran again makes its dependants run
     again, while independent stages (another mode's training) are kept."""
 
-    def __init__(self, run_dir: pathlib.Path) -> None:
+    def __init__(self, run_dir: pathlib.Path, location: str | None = None) -> None:
         self.dir = run_dir / "stages"
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.location = location or str(run_dir)  # pushed after every stage (a storage URI)
         self.records: dict[str, StageRecord] = {}
 
     def _file(self, name: str, suffix: str = ".json") -> pathlib.Path:
@@ -240,6 +242,7 @@ class _Stages:
         resume = started.exists() and started.read_text().strip() == fp
         done.unlink(missing_ok=True)
         atomic_write(started, fp)
+        storage.push(self.location, "stages")
         print(f"[pipeline] {name}: {'resuming' if resume else 'running'}", flush=True)
         t0 = time.perf_counter()
         result = fn(resume)
@@ -249,6 +252,8 @@ class _Stages:
                "finished": finished}
         atomic_write(done, json.dumps(rec, indent=2, default=str))
         started.unlink(missing_ok=True)
+        storage.remove(storage.join(self.location, "stages", started.name), stage=False)
+        storage.push(self.location)
         self.records[name] = StageRecord(name, fp, seconds, result, finished, False)
         print(f"[pipeline] {name}: done in {seconds / 60:.1f} min", flush=True)
         return result
@@ -260,17 +265,21 @@ def _synth_stage(cfg: SynthConfig) -> dict:
     return {"root": s["out"], "counts": s["counts"], "floor": s["floor"]}
 
 
-def _fresh_dir(path: pathlib.Path, resume: bool) -> None:
-    if path.exists() and not resume:
-        shutil.rmtree(path)
+def _fresh_dir(location: str, resume: bool) -> None:
+    """Start ``location`` (a stage's output, local or in a store) clean unless resuming."""
+    if not resume and (storage.local_path(location).exists() or storage.exists(location)):
+        storage.remove(location)
 
 
-def _casl_stage(cfg: CaslTrainConfig, run_dir: pathlib.Path, synth_root: str, resume: bool) -> dict:
-    out = run_dir / "casl"
+def _casl_stage(cfg: CaslTrainConfig, location: str, synth: str, resume: bool) -> dict:
+    """Train CASL into ``<location>/casl`` on the Market-HQ tree of the dataset at ``synth``
+    (locations: local folders or storage URIs, so that Ray Train workers on any node write the
+    run to where the driver finds it)."""
+    out = storage.local_path(storage.join(location, "casl"))
     ck = latest_checkpoint(out) if resume and out.exists() else None
-    _fresh_dir(out, ck is not None)  # nothing to resume from: start clean
-    cfg = update_config(cfg, {"data.root": str(pathlib.Path(synth_root) / "Market-HQ"),
-                              "data.reader": "market_hq", "out_dir": str(run_dir),
+    _fresh_dir(storage.join(location, "casl"), ck is not None)  # nothing to resume from: start clean
+    cfg = update_config(cfg, {"data.root": storage.join(synth, "Market-HQ"),
+                              "data.reader": "market_hq", "out_dir": location,
                               "name": "casl", "resume": str(ck) if ck else ""})
     path = train_casl(cfg)
     summary = json.loads((path / "train_summary.json").read_text())
@@ -284,15 +293,15 @@ def _eval_casl_stage(casl_dir: str, options: EvalCaslOptions) -> dict:
     return {"eval_dir": str(pathlib.Path(casl_dir) / "eval"), "metrics": m}
 
 
-def _lift_stage(cfg: LiftConfig, run_dir: pathlib.Path, synth_root: str, slug: str,
-                resume: bool) -> dict:
-    """Lift the Market-1501 tree with ``cfg`` (its mode and reconstructor already set)."""
-    out = run_dir / "lifted" / slug
+def _lift_stage(cfg: LiftConfig, location: str, synth: str, slug: str, resume: bool) -> dict:
+    """Lift the Market-1501 tree of the dataset at ``synth`` with ``cfg`` (its mode and
+    reconstructor already set) into ``<location>/lifted/<slug>``."""
+    out = storage.join(location, "lifted", slug)
     _fresh_dir(out, resume)
     cfg = update_config(cfg, {
-        "root": str(pathlib.Path(synth_root) / "Market-1501"), "reader": "market1501",
-        "mask_dir": str(pathlib.Path(synth_root) / "Market-HQ"), "out": str(out),
-        "name": slug, "runs_root": str(run_dir), "overwrite": True})
+        "root": storage.join(synth, "Market-1501"), "reader": "market1501",
+        "mask_dir": storage.join(synth, "Market-HQ"), "out": out,
+        "name": slug, "runs_root": location, "overwrite": True})
     rep = run_lift(cfg)
     s = rep.summary
     pics = sorted(str(p) for p in (rep.run_dir / "pictures").glob("*.png")) if rep.run_dir else []
@@ -302,13 +311,13 @@ def _lift_stage(cfg: LiftConfig, run_dir: pathlib.Path, synth_root: str, slug: s
             "summary": {k: s[k] for k in keep}}
 
 
-def _reid_stage(cfg: ReidTrainConfig, run_dir: pathlib.Path, name: str, resume: bool,
+def _reid_stage(cfg: ReidTrainConfig, location: str, name: str, resume: bool,
                 **data: str) -> dict:
-    out = run_dir / "reid" / name
+    out = storage.local_path(storage.join(location, "reid", name))
     ck = latest_checkpoint(out) if resume and out.exists() else None
-    _fresh_dir(out, ck is not None)  # nothing to resume from: start clean
+    _fresh_dir(storage.join(location, "reid", name), ck is not None)  # nothing to resume from
     updates = {f"data.{k}": v for k, v in data.items()}
-    updates.update({"out_dir": str(run_dir / "reid"), "name": name,
+    updates.update({"out_dir": storage.join(location, "reid"), "name": name,
                     "resume": str(ck) if ck else ""})
     path = train_reid(update_config(cfg, updates))
     ev = json.loads((path / "eval.json").read_text())
@@ -323,29 +332,41 @@ def _reid_stage(cfg: ReidTrainConfig, run_dir: pathlib.Path, name: str, resume: 
 
 
 def resolve_run_dir(cfg: PipelineConfig) -> tuple[PipelineConfig, pathlib.Path]:
-    """The config with ``{run_dir}`` in ``synth.out`` filled in and the data path absolute, and
-    the run directory."""
-    run_dir = (pathlib.Path(cfg.out_dir) / cfg.name).resolve()
-    synth_out = cfg.synth.out.replace(RUN_DIR_PLACEHOLDER, str(run_dir))
-    cfg = update_config(cfg, {"synth.out": str(pathlib.Path(synth_out).resolve())})
-    return cfg, run_dir
+    """The config with ``{run_dir}`` in ``synth.out`` filled in (with the run's location: a
+    folder, or a storage URI with ``--storage``) and a local data path absolute, and the run
+    directory on this node (the stage of a URI: :mod:`mirror3d.utils.storage`)."""
+    location = run_location(cfg)
+    synth_out = cfg.synth.out.replace(RUN_DIR_PLACEHOLDER, location)
+    if not storage.is_uri(synth_out):
+        synth_out = str(pathlib.Path(synth_out).resolve())
+    cfg = update_config(cfg, {"synth.out": synth_out})
+    return cfg, storage.local_path(location)
+
+
+def run_location(cfg: PipelineConfig) -> str:
+    """Where the pipeline's run is stored: ``<out_dir>/<name>``, a local path (absolute) or a
+    storage URI."""
+    location = storage.join(cfg.out_dir, cfg.name)
+    return location if storage.is_uri(location) else str(storage.local_path(location))
 
 
 def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
     """Run (or resume) the whole job; returns the run directory and the report's path."""
     cfg, run_dir = resolve_run_dir(cfg)
+    location = run_location(cfg)
+    storage.pull(location)  # a run in a store: its finished stages are reused
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     ensure_ray()
     t_start = time.perf_counter()
-    st = _Stages(run_dir)
+    st = _Stages(run_dir, location)
     plain = config_to_dict
+    synth_at = cfg.synth.out  # the dataset's location (the stages' inputs)
 
     synth = st.run("synth", plain(cfg.synth), lambda r: _synth_stage(cfg.synth),
                    lambda res: [pathlib.Path(res["root"]) / "gt" / "images.parquet"])
-    root = synth["root"]
     # CASL always runs: the casl-* modes lift with it and the report shows its metrics
-    casl = st.run("casl", plain(cfg.casl), lambda r: _casl_stage(cfg.casl, run_dir, root, r),
+    casl = st.run("casl", plain(cfg.casl), lambda r: _casl_stage(cfg.casl, location, synth_at, r),
                   lambda res: [pathlib.Path(res["checkpoint"])], deps=("synth",))
     eval_options = EvalCaslOptions(max_images=cfg.eval_images, samples=cfg.eval_samples,
                                    chamfer_points=cfg.eval_chamfer_points)
@@ -353,18 +374,19 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
                        lambda r: _eval_casl_stage(casl["run_dir"], eval_options),
                        lambda res: [pathlib.Path(res["eval_dir"]) / "metrics.json"],
                        deps=("casl",))
+    casl_model = storage.join(location, "casl", "model_final.pt")  # what every lifting node reads
     inputs = [_Input(m) for m in cfg.modes] + [_Input(m, oracle=True) for m in cfg.oracle_modes]
     lifts, reids = {}, {}
     for inp in inputs:
         lifts[inp.key] = st.run(
             f"lift:{inp.key}", inp.lift_settings(cfg.lift),
-            lambda r, inp=inp: _lift_stage(inp.lift_config(cfg.lift, casl["checkpoint"]), run_dir,
-                                           root, inp.slug, r),
-            lambda res: [pathlib.Path(res["shards"])], deps=inp.lift_deps())
+            lambda r, inp=inp: _lift_stage(inp.lift_config(cfg.lift, casl_model), location,
+                                           synth_at, inp.slug, r),
+            lambda res: [storage.local_path(res["shards"])], deps=inp.lift_deps())
     for inp in inputs:
         reids[inp.key] = st.run(
             f"reid:{inp.key}", plain(cfg.reid),
-            lambda r, inp=inp: _reid_stage(cfg.reid, run_dir, inp.slug, r,
+            lambda r, inp=inp: _reid_stage(cfg.reid, location, inp.slug, r,
                                            shards=lifts[inp.key]["shards"]),
             lambda res: [pathlib.Path(res["run_dir"]) / "model_final.pt"],
             deps=(f"lift:{inp.key}",))
@@ -372,14 +394,15 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
     if cfg.baseline:
         bcfg = update_config(cfg.reid, {"model.name": cfg.baseline})
         baseline = st.run("reid:baseline", plain(bcfg),
-                          lambda r: _reid_stage(bcfg, run_dir, "baseline", r,
-                                                images=str(pathlib.Path(root) / "Market-1501")),
+                          lambda r: _reid_stage(bcfg, location, "baseline", r,
+                                                images=storage.join(synth_at, "Market-1501")),
                           lambda res: [pathlib.Path(res["run_dir"]) / "model_final.pt"],
                           deps=("synth",))
     report = write_report(run_dir, cfg, st.records, synth, casl, eval_casl, lifts, reids,
                           baseline, time.perf_counter() - t_start,
                           {"python": platform.python_version(), "machine": platform.machine(),
                            "cpus": os.cpu_count()})
+    storage.push(location)
     return PipelineResult(run_dir, report, st.records)
 
 

@@ -15,6 +15,7 @@ from mirror3d.render.config import RenderConfig
 from mirror3d.render.renderer import MeshRenderer
 from mirror3d.render.sphere import template_mesh
 from mirror3d.render.turntable import demo_texture, render_turntable
+from mirror3d.utils import storage
 from mirror3d.utils.config import ConfigError
 from mirror3d.utils.pictures import save_gif, save_sheet
 from mirror3d.utils.rundir import final_path, run_directory
@@ -62,8 +63,8 @@ def run_turntable(cfg: TurntableConfig, progress: bool = True) -> pathlib.Path:
     torch.manual_seed(cfg.seed)
     texture = demo_texture(2 * h, w)
     light = torch.tensor(cfg.light, dtype=torch.float32)
-    out_dir = pathlib.Path(cfg.out_dir)
-    with run_directory(out_dir.name, cfg.name or None, root=out_dir.parent, config=cfg) as tmp:
+    parent, job = storage.split(cfg.out_dir)  # a folder or a storage URI
+    with run_directory(job, cfg.name or None, root=parent, config=cfg) as tmp:
         frames = render_turntable(verts, faces, uvs, texture, light, renderer, cfg.frames,
                                   cfg.elevation, cfg.distance, progress=progress)
         save_gif(frames, tmp / "turntable.gif")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mirror3d.lifting.modes import LiftParams
+from mirror3d.utils import storage
 from mirror3d.utils.config import config_to_dict
 
 __all__ = ["LiftConfig", "CONTENT_KEYS", "content_settings"]
@@ -110,8 +111,15 @@ class LiftConfig:
         if not self.splits:
             raise ValueError("splits: expected at least one split")
 
+    def out_location(self) -> str:
+        """Where the shards are stored: a local folder or a storage URI
+        (:mod:`mirror3d.utils.storage`)."""
+        return self.out or f"data/lifted/{self.mode.replace('+', '_')}"
+
     def out_dir(self) -> pathlib.Path:
-        return pathlib.Path(self.out or f"data/lifted/{self.mode.replace('+', '_')}")
+        """The local folder the shards are written to and read from: :meth:`out_location`, or
+        its stage on this node when that is a URI."""
+        return storage.local_path(self.out_location())
 
     def params(self) -> LiftParams:
         return LiftParams(num_points=self.num_points, min_points=self.min_points, short=self.short,

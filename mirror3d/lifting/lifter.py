@@ -18,6 +18,10 @@ Bad input never stops a shard; it is counted in the shard's meta file
 - ``rejected``: fewer than ``min_points`` points with ``short="reject"`` (or none at all);
 - ``padded``: fewer than ``min_points`` points, padded by repetition (kept).
 
+The meta also says who lifted the shard: ``worker`` (the process id) and ``node`` (the Ray node
+id of the actor's node, handed in by :mod:`mirror3d.platform.lifting` as ``worker_info``;
+``"local"`` when lifted in the driver's process), so a multi-node run shows its spread.
+
 A reconstructor's own error (``synth-truth``: an image the ground truth does not list) is not bad
 input: it stops the shard, naming the image (the driver checks every image before lifting).
 """
@@ -69,9 +73,12 @@ class ShardLifter:
         cfg: the job's config.
         set_threads: apply ``cfg.torch_threads`` to this process (actors: yes; the in-process
             loop leaves the caller's setting alone).
+        worker_info: fields merged into every meta, e.g. ``{"node": <Ray node id>}`` from an
+            actor; default ``{"node": "local"}``.
     """
 
-    def __init__(self, cfg: LiftConfig, set_threads: bool = True) -> None:
+    def __init__(self, cfg: LiftConfig, set_threads: bool = True,
+                 worker_info: dict | None = None) -> None:
         if set_threads and cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
         self.cfg = cfg
@@ -83,6 +90,7 @@ class ShardLifter:
             self.reconstructor = build_reconstructor(cfg.reconstructor, cfg.checkpoint, self.device,
                                                      cfg.refine_steps, root=cfg.root)
         self.pid = os.getpid()
+        self.worker_info = {"node": "local", **(worker_info or {})}
 
     def lift_job(self, job: ShardJob) -> dict:
         """Lift one shard; writes the parquet (when a row is left) and the meta file, returns
@@ -130,7 +138,8 @@ class ShardLifter:
                 "padded": padded, "estimated": estimated,
                 "points_min": min(sizes) if sizes else 0, "points_max": max(sizes) if sizes else 0,
                 "points_sum": int(sum(sizes)), "seconds": round(time.perf_counter() - t0, 4),
-                "started": started, "finished": time.time(), "worker": self.pid}
+                "started": started, "finished": time.time(), "worker": self.pid,
+                **self.worker_info}
         cpu1 = os.times()
         meta["cpu_user"] = round(cpu1.user - cpu0.user, 4)
         meta["cpu_system"] = round(cpu1.system - cpu0.system, 4)

@@ -17,7 +17,9 @@ holds no row). Re-running lifts only the missing shards; since every random draw
 the image path (relative to the dataset root) and ``seed``, the result is identical. The out dir
 keeps the settings it was lifted with (``_meta/lift_settings.json``, compared with
 :func:`mirror3d.utils.fingerprint.check_settings`); a re-run with different settings is refused
-unless ``overwrite``. docs/architecture.md describes the layering (this module is core; only
+unless ``overwrite``. The out dir may be a storage URI (``s3://...``; :mod:`mirror3d.utils.storage`):
+the shards are then written to this node's stage of it and pushed shard by shard (by the actor
+that lifted it), and the driver pulls the store before planning. docs/architecture.md describes the layering (this module is core; only
 :mod:`mirror3d.platform.lifting` imports Ray).
 """
 
@@ -38,6 +40,7 @@ from mirror3d.lifting.plan import ShardJob, plan_shards
 from mirror3d.lifting.reconstructors import check_reconstructor
 from mirror3d.lifting.shards import read_shards
 from mirror3d.lifting.viz import export_ply, save_lift_picture
+from mirror3d.utils import storage
 from mirror3d.utils.files import atomic_write
 from mirror3d.utils.fingerprint import check_settings, write_settings
 from mirror3d.utils.rundir import final_path, run_directory
@@ -72,19 +75,24 @@ def _write_json(path: pathlib.Path, obj: object) -> None:
 def prepare_out(cfg: LiftConfig) -> pathlib.Path:
     """The out dir, with its settings recorded; an out dir lifted with other settings is
     refused (ValueError naming the keys), or emptied with ``overwrite``."""
+    location = cfg.out_location()
+    storage.pull(location)  # a store's shards: what is done already (resume)
     out = cfg.out_dir()
     meta = out / META_DIR
     settings = content_settings(cfg)
     path = meta / SETTINGS_FILE
     diff = check_settings(path, settings)
     if diff and not cfg.overwrite:
-        raise ValueError(f"out: {out} holds shards lifted with other settings "
-                         f"({'; '.join(diff)}); use another out dir or overwrite=true")
+        raise ValueError(f"out: {storage.describe(location)} holds shards lifted with other "
+                         f"settings ({'; '.join(diff)}); use another out dir or overwrite=true")
     if diff:
         log.warning("lift: overwriting %s (settings changed: %s)", out, "; ".join(diff))
+        if storage.is_uri(location):
+            storage.remove(location)
         for f in list(out.glob("*.parquet")) + list(meta.glob("*.json")):
             f.unlink()
     write_settings(path, settings)
+    storage.push(location, META_DIR)
     return out
 
 
@@ -197,6 +205,8 @@ def lift_dataset(cfg: LiftConfig, lift_shards: ShardRunner | None = None,
         log.info("lift: %d of %d shards to lift (%d done before)", len(pending), len(jobs),
                  len(skipped))
         (lift_shards or lift_in_process)(cfg, pending)
+    storage.push(cfg.out_location())  # shards lifted in this process (actors push their own)
+    storage.pull(cfg.out_location())  # and those other nodes lifted
     seconds = time.perf_counter() - t0
     summary = summarize(out, jobs)
     summary.update({"mode": cfg.mode, "out": str(out), "lifted_shards": len(pending),
@@ -206,6 +216,7 @@ def lift_dataset(cfg: LiftConfig, lift_shards: ShardRunner | None = None,
                     "read": str(read_summary)})
     log_problems(summary)
     _write_json(out / META_DIR / SUMMARY_FILE, summary)
+    storage.push(cfg.out_location(), META_DIR)
     final = None
     if run_dir:
         with run_directory("lift", cfg.name or None, cfg.runs_root, config=cfg,

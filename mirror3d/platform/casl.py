@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import shutil
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,8 +26,9 @@ from mirror3d.engine.casl_ablation import (PAPER_TABLE4, AblationConfig, ablatio
 from mirror3d.engine.casl_eval import EvalCaslOptions, evaluate_casl
 from mirror3d.engine.casl_train import KIND, CaslTrainConfig, load_casl_data, train_casl_loop
 from mirror3d.engine.tracking import resolve_tracking
-from mirror3d.platform.train import ray_report, train_run, worker_device
-from mirror3d.utils.config import config_from_dict, save_config, update_config
+from mirror3d.platform.train import ray_report, stage_inputs, train_run, worker_device
+from mirror3d.utils import storage
+from mirror3d.utils.config import config_from_dict, save_config
 from mirror3d.utils.files import atomic_write
 
 __all__ = ["train_casl", "casl_worker", "run_ablation"]
@@ -52,29 +52,33 @@ def train_casl(cfg: CaslTrainConfig, callbacks: Sequence[Any] = ()) -> pathlib.P
         FloatingPointError: a non-finite loss (see :func:`mirror3d.engine.runtime.non_finite_loss`).
         mirror3d.platform.train.TrainingFailed: a worker failed otherwise.
     """
-    # workers run in their own directories: ship an absolute data path
-    cfg = update_config(cfg, {"data.root": str(pathlib.Path(cfg.data.root).resolve())})
+    # workers run in their own directories: an absolute data path (a URI: staged on each node)
+    cfg, inputs = stage_inputs(cfg, ["data.root"])
     cfg = resolve_tracking(cfg)  # the MLflow store, absolute for the workers
     load_casl_data(cfg)  # fail fast on bad data, before a run directory or Ray exists
-    return train_run(casl_worker, cfg, KIND, callbacks)
+    return train_run(casl_worker, cfg, KIND, callbacks, inputs)
 
 
 def run_ablation(cfg: AblationConfig, progress: bool = True) -> pathlib.Path:
     """Train and evaluate every variant (reusing finished ones); returns ``ablation.md``."""
     if not cfg.variants:
         raise ValueError("variants: expected at least one variant")
-    root = (pathlib.Path(cfg.out_dir) / cfg.name).resolve()
+    location = storage.join(cfg.out_dir, cfg.name)  # a folder or a storage URI
+    if not storage.is_uri(location):
+        location = str(storage.local_path(location))
+    storage.pull(location)  # variants finished earlier are reused from the store too
+    root = storage.local_path(location)
     root.mkdir(parents=True, exist_ok=True)
     save_config(cfg, root / "config.yaml")
     rows = []
     for variant in cfg.variants:
-        vcfg = variant_config(cfg, variant, root)
+        vcfg = variant_config(cfg, variant, location)
         run = root / variant
         metrics = finished_metrics(run, vcfg)
         if metrics is None:
             print(f"[ablate-casl] {variant}: training", flush=True)
-            if run.exists():
-                shutil.rmtree(run)
+            if run.exists() or storage.exists(storage.join(location, variant)):
+                storage.remove(storage.join(location, variant))
             train_casl(vcfg)
             opts = EvalCaslOptions(max_images=cfg.eval_images, samples=cfg.eval_samples,
                                    chamfer_points=cfg.eval_chamfer_points)
@@ -89,4 +93,5 @@ def run_ablation(cfg: AblationConfig, progress: bool = True) -> pathlib.Path:
                                                      "paper_table4": PAPER_TABLE4}, indent=2))
     md = root / "ablation.md"
     atomic_write(md, ablation_markdown(rows, budget))
+    storage.push(location)  # the evaluations, ablation.json and ablation.md
     return md

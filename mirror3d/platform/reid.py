@@ -15,8 +15,8 @@ from typing import Any
 
 from mirror3d.engine.reid_train import KIND, ReidTrainConfig, load_reid_data, train_reid_loop
 from mirror3d.engine.tracking import resolve_tracking
-from mirror3d.platform.train import ray_report, train_run, worker_device
-from mirror3d.utils.config import config_from_dict, update_config
+from mirror3d.platform.train import ray_report, stage_inputs, train_run, worker_device
+from mirror3d.utils.config import config_from_dict
 
 __all__ = ["train_reid", "reid_worker"]
 
@@ -39,9 +39,8 @@ def train_reid(cfg: ReidTrainConfig, callbacks: Sequence[Any] = ()) -> pathlib.P
         FloatingPointError: a non-finite loss (see :func:`mirror3d.engine.runtime.non_finite_loss`).
         mirror3d.platform.train.TrainingFailed: a worker failed otherwise.
     """
-    # workers run in their own directories: ship absolute data paths
-    cfg = update_config(cfg, {"data.shards": str(pathlib.Path(cfg.data.shards).resolve()),
-                              "data.images": str(pathlib.Path(cfg.data.images).resolve())})
+    # workers run in their own directories: absolute data paths (URIs: staged on each node)
+    cfg, inputs = stage_inputs(cfg, ["data.shards", "data.images"])
     cfg = resolve_tracking(cfg)  # the MLflow store, absolute for the workers
     load_reid_data(cfg)  # fail fast on bad data, before a run directory or Ray exists
-    return train_run(reid_worker, cfg, KIND, callbacks)
+    return train_run(reid_worker, cfg, KIND, callbacks, inputs)

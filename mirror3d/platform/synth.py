@@ -1,13 +1,17 @@
 """SynthPeople generation with Ray: the shards of :mod:`mirror3d.data.synth.writer` as Ray tasks.
 
 Each task runs :func:`~mirror3d.data.synth.writer.write_shard` on one shard with one torch
-thread; at most ``cfg.workers`` tasks run at a time. The files do not depend on how the shards
-were run (a person depends only on the seed and its recipe id), so this writes exactly what the
-plain loop writes (``cfg.no_ray``, or :func:`mirror3d.data.synth.writer.generate_dataset`).
+thread; at most ``cfg.workers`` tasks run at a time, spread over the cluster's nodes (Ray's
+``SPREAD`` scheduling strategy; on one machine it changes nothing). The files do not depend on how
+the shards were run (a person depends only on the seed and its recipe id), so this writes exactly
+what the plain loop writes (``cfg.no_ray``, or :func:`mirror3d.data.synth.writer.generate_dataset`).
+Which node wrote which shard is kept in ``.synth/ray_nodes.json`` (:data:`NODES_FILE`; the state
+folder, which is not part of the dataset's files).
 """
 
 from __future__ import annotations
 
+import json
 import pathlib
 from collections.abc import Callable
 from typing import Any
@@ -19,8 +23,18 @@ from mirror3d.data.synth.config import SynthConfig
 from mirror3d.data.synth.writer import Unit, write_shard, write_shards_in_process
 from mirror3d.platform.cluster import local_ray_init_kwargs
 from mirror3d.utils.config import config_to_dict
+from mirror3d.utils.files import atomic_write
 
-__all__ = ["generate_dataset", "write_shards_with_ray"]
+__all__ = ["NODES_FILE", "generate_dataset", "write_shards_with_ray"]
+
+#: shard number → Ray node id of the task that wrote it (relative to the dataset root)
+NODES_FILE = ".synth/ray_nodes.json"
+
+
+def _write_shard_task(cfg: dict, k: int, units: list[Unit], root: str, threads: int) -> dict:
+    """The Ray task: :func:`~mirror3d.data.synth.writer.write_shard`, plus the node it ran on."""
+    return {**write_shard(cfg, k, units, root, threads),
+            "node": ray.get_runtime_context().get_node_id()}
 
 
 def write_shards_with_ray(cfg: SynthConfig, root: pathlib.Path, shards: list[list[Unit]],
@@ -33,15 +47,19 @@ def write_shards_with_ray(cfg: SynthConfig, root: pathlib.Path, shards: list[lis
         ray.init(**local_ray_init_kwargs(cfg.workers))
         started = True
     try:
-        task = ray.remote(num_cpus=1)(write_shard)
+        task = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_write_shard_task)
         cfg_dict = config_to_dict(cfg)
+        nodes_file = pathlib.Path(root) / NODES_FILE
+        nodes = json.loads(nodes_file.read_text()) if nodes_file.is_file() else {}
         queue, pending = list(todo), []
         while queue or pending:
             while queue and len(pending) < cfg.workers:
                 k = queue.pop(0)
                 pending.append(task.remote(cfg_dict, k, shards[k], str(root), 1))
             done, pending = ray.wait(pending, num_returns=1)
-            ray.get(done)
+            for result in ray.get(done):
+                nodes[str(result["shard"])] = result["node"]
+            atomic_write(nodes_file, json.dumps(nodes, indent=1, sort_keys=True))
             advance(len(done))
     finally:
         if started:

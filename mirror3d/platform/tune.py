@@ -46,14 +46,15 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from mirror3d.engine.casl_eval import EvalCaslOptions, evaluate_casl
-from mirror3d.engine.sweep import (SweepPlan, casl_final_metrics, check_inputs, finished_trial,
-                                   log_event, one_line, read_trial, reid_density_evaluation,
+from mirror3d.engine.sweep import (TRIAL_FILE, SweepPlan, casl_final_metrics, check_inputs,
+                                   finished_trial, gather_events, log_event, one_line, read_trial, reid_density_evaluation,
                                    reid_final_metrics, short_value, trial_config, trial_settings,
                                    write_trial)
 from mirror3d.engine.sweep_report import SweepOutputs, TrialOutcome, write_outputs
 from mirror3d.platform.casl import train_casl
 from mirror3d.platform.cluster import ensure_ray, verbose
 from mirror3d.platform.reid import train_reid
+from mirror3d.utils import storage
 from mirror3d.utils.config import ConfigError, save_config
 from mirror3d.utils.errors import JobFailed
 from mirror3d.utils.files import atomic_write
@@ -175,7 +176,9 @@ def trial_main(params: dict, plan: SweepPlan) -> None:
 
     Writes the trial's run directory ``<sweep_dir>/trials/<trial id>`` (the trainer's run
     directory plus ``trial.json``: status, searched values, settings, final metrics, wall time,
-    or the error line) and appends to ``<sweep_dir>/events.jsonl``."""
+    or the error line) and appends to its event log ``<sweep_dir>/events/<trial id>.jsonl``
+    (gathered into ``events.jsonl`` by the driver). With the sweep in a store (a URI), what the
+    trial writes is pushed there as it is written."""
     trial_id = tune.get_context().get_trial_id()
     session = get_session()  # kept: Tune ends the session when it stops the trial
     run_dir = plan.trial_dir(trial_id)
@@ -183,14 +186,17 @@ def trial_main(params: dict, plan: SweepPlan) -> None:
     t0 = time.time()
     try:
         cfg = trial_config(plan, trial_id, params)
+        trial_location = storage.join(plan.stored_at, "trials", trial_id)
+        storage.pull(trial_location)
         done = finished_trial(run_dir, cfg)
         if done is not None:  # finished before an interruption that Tune did not see
-            log_event(plan.sweep_dir, trial_id, "reused")
+            _event(plan, trial_id, "reused")
             tune.report(done["report"])
             return
         if run_dir.exists():  # an interrupted attempt: start over
             shutil.rmtree(run_dir)
-        log_event(plan.sweep_dir, trial_id, "start", params=params)
+            storage.remove(trial_location, stage=False)
+        _event(plan, trial_id, "start", params=params)
         run, final = _train_and_evaluate(plan, cfg)
     except Exception as exc:
         stopped = _stop_requested(session)  # ASHA stopped it: its trainer went down with it
@@ -198,7 +204,8 @@ def trial_main(params: dict, plan: SweepPlan) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_trial(run_dir, {"trial_id": trial_id, "status": "stopped" if stopped else "failed",
                               "params": params, "error": line, "wall_s": time.time() - t0})
-        log_event(plan.sweep_dir, trial_id, "stopped" if stopped else "failed", error=line)
+        storage.push(storage.join(plan.stored_at, "trials", trial_id), TRIAL_FILE)
+        _event(plan, trial_id, "stopped" if stopped else "failed", error=line)
         if stopped:
             return
         raise
@@ -206,8 +213,14 @@ def trial_main(params: dict, plan: SweepPlan) -> None:
     write_trial(run, {"trial_id": trial_id, "status": "finished", "params": params,
                       "settings": trial_settings(cfg), "final": final, "report": report,
                       "wall_s": time.time() - t0, "error": None})
-    log_event(plan.sweep_dir, trial_id, "finished")
+    storage.push(storage.join(plan.stored_at, "trials", trial_id))
+    _event(plan, trial_id, "finished")
     tune.report(report)
+
+
+def _event(plan: SweepPlan, trial_id: str, event: str, **extra: Any) -> None:
+    """A line of the trial's event log, pushed to the sweep's storage location."""
+    storage.push(plan.stored_at, log_event(plan.sweep_dir, trial_id, event, **extra))
 
 
 # ------------------------------------------------------------------------------ the driver's callbacks
@@ -312,8 +325,9 @@ def _prepare_dir(plan: SweepPlan) -> bool:
         ConfigError: the directory holds a sweep with other settings, or ``resume never``.
     """
     sweep_dir = plan.sweep_dir
+    storage.pull(plan.stored_at)  # a sweep in a store: its settings, trials and Tune state
     exp = sweep_dir / EXPERIMENT
-    exists = tune.Tuner.can_restore(str(exp))
+    exists = tune.Tuner.can_restore(_experiment(plan))
     settings = sweep_dir / "settings.json"
     if exists:
         if plan.cfg.resume == "never":
@@ -324,20 +338,29 @@ def _prepare_dir(plan: SweepPlan) -> bool:
             raise ConfigError(f"resume: sweep {sweep_dir} was started with other settings "
                               f"({'; '.join(diff[:3])}{'; ...' if len(diff) > 3 else ''}); "
                               f"pick another --name or run it with its settings")
-    elif exp.exists():  # a Tune folder without a restorable state: never got going
-        shutil.rmtree(exp)
+    elif exp.exists() or storage.exists(storage.join(plan.stored_at, EXPERIMENT)):
+        storage.remove(storage.join(plan.stored_at, EXPERIMENT))  # never got going
     sweep_dir.mkdir(parents=True, exist_ok=True)
     write_settings(settings, plan.settings())
     save_config(plan.cfg, sweep_dir / "config.yaml")
     save_config(plan.base, sweep_dir / "base.yaml")
     atomic_write(sweep_dir / "spec.yaml", yaml.safe_dump(plan.spec.data, sort_keys=False))
+    storage.push(plan.stored_at)
     return exists
+
+
+def _experiment(plan: SweepPlan) -> str:
+    """Where Tune keeps the sweep's experiment: ``<sweep>/tune`` in the sweep's storage (Tune
+    syncs it there itself, also to a URI)."""
+    if storage.is_uri(plan.stored_at):
+        return storage.join(plan.stored_at, EXPERIMENT)
+    return str(plan.sweep_dir / EXPERIMENT)
 
 
 def _outcomes(plan: SweepPlan) -> list[TrialOutcome]:
     """Every trial of the sweep's Tune experiment (its state as the last run left it)."""
     out = []
-    for trial in tune.ExperimentAnalysis(str(plan.sweep_dir / EXPERIMENT)).trials:
+    for trial in tune.ExperimentAnalysis(_experiment(plan)).trials:
         error = trial.get_error() if trial.status == "ERROR" else None
         out.append(TrialOutcome(
             trial_id=trial.trial_id, status=trial.status,
@@ -363,11 +386,11 @@ def run_sweep(plan: SweepPlan) -> SweepOutputs:
         # the trial reserves nothing itself (its workers hold its CPUs/GPUs); Tune wants a
         # non-empty bundle for the trial's actor, hence a token one byte of memory
         tune.PlacementGroupFactory([{"memory": 1}]))
-    exp = plan.sweep_dir / EXPERIMENT
+    exp = _experiment(plan)
     with _tune_env(plan):
         if restoring:
             print(f"sweep {plan.name}: resuming {exp}", flush=True)
-            tuner = tune.Tuner.restore(str(exp), trainable=trainable, resume_unfinished=True,
+            tuner = tune.Tuner.restore(exp, trainable=trainable, resume_unfinished=True,
                                        resume_errored=False, restart_errored=False)
         else:
             tuner = tune.Tuner(
@@ -382,12 +405,20 @@ def run_sweep(plan: SweepPlan) -> SweepOutputs:
                     # (process start, imports; benchmarks/bench_tune.py: +133 % -> +3 % on 5 s trials)
                     reuse_actors=True),
                 run_config=tune.RunConfig(
-                    name=EXPERIMENT, storage_path=str(plan.sweep_dir),
+                    name=EXPERIMENT,
+                    storage_path=(plan.stored_at if storage.is_uri(plan.stored_at)
+                                  else str(plan.sweep_dir)),
                     verbose=2 if verbose() else 0,
                     failure_config=tune.FailureConfig(max_failures=plan.cfg.max_failures),
                     callbacks=[_Progress(plan), _InterruptAfter()]))
-        tuner.fit()
+        try:
+            tuner.fit()
+        finally:  # also when the driver stops: the trials' event logs gathered
+            storage.pull(plan.stored_at)  # what trials on other nodes wrote
+            gather_events(plan.sweep_dir)
+            storage.push(plan.stored_at, "events.jsonl")
         outputs = write_outputs(plan, _outcomes(plan))
+        storage.push(plan.stored_at)
     unfinished = sum(1 for r in outputs.rows if r["status"] == "unfinished")
     if unfinished:  # Tune stops gracefully on Ctrl-C, with its state saved
         raise SweepInterrupted(f"sweep interrupted with {unfinished} unfinished trial(s); "

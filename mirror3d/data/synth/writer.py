@@ -66,6 +66,7 @@ from mirror3d.data.synth.scene import (
 )
 from mirror3d.render import MeshRenderer
 from mirror3d.render.mesh_io import export_mesh
+from mirror3d.utils import storage
 from mirror3d.utils.config import config_from_dict, validate_config
 from mirror3d.utils.files import atomic_path, atomic_write
 from mirror3d.utils.fingerprint import check_settings, read_settings, write_settings
@@ -272,7 +273,8 @@ def write_shard(cfg: SynthConfig | dict, k: int, units: list[Unit], root: str | 
         cfg = config_from_dict(SynthConfig, cfg)
     if threads is not None:
         torch.set_num_threads(threads)
-    root = pathlib.Path(root)
+    # a dataset in a store (cfg.out a URI): written into this node's stage, pushed shard by shard
+    root = storage.local_path(cfg.out) if storage.is_uri(cfg.out) else pathlib.Path(root)
     tmp = _state(root) / "tmp" / f"shard-{k:05d}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
@@ -300,6 +302,9 @@ def write_shard(cfg: SynthConfig | dict, k: int, units: list[Unit], root: str | 
             {"shard": k, "units": [u.recipe_id for u in units], "files": rels}, indent=0))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if storage.is_uri(cfg.out):  # the files, then the marker (= "done"), to the store
+        for rel in rels + [_marker(root, k).relative_to(root).as_posix()]:
+            storage.push(cfg.out, rel)
     return {"shard": k, "units": len(units), "images": n_images, "files": len(rels)}
 
 
@@ -320,7 +325,8 @@ def _settings(cfg: SynthConfig) -> dict[str, Any]:
 
 
 def _prepare_root(cfg: SynthConfig) -> pathlib.Path:
-    root = pathlib.Path(cfg.out)
+    storage.pull(cfg.out)  # a dataset in a store: what is done already (resume)
+    root = storage.local_path(cfg.out) if storage.is_uri(cfg.out) else pathlib.Path(cfg.out)
     settings = _settings(cfg)
     state = _state(root) / "config.json"
     if root.exists() and not root.is_dir():
@@ -335,6 +341,7 @@ def _prepare_root(cfg: SynthConfig) -> pathlib.Path:
                              f"({', '.join(diff)}); choose another directory or delete it")
     write_settings(state, settings)
     shutil.rmtree(_state(root) / "tmp", ignore_errors=True)  # leftovers of an interrupted run
+    storage.push(cfg.out, f"{_STATE}/config.json")
     return root
 
 
@@ -359,7 +366,9 @@ def write_shards_in_process(cfg: SynthConfig, root: pathlib.Path, shards: list[l
 
 def generate_dataset(cfg: SynthConfig,
                      write_shards: ShardWriter = write_shards_in_process) -> dict[str, Any]:
-    """Generate (or resume) the dataset described by ``cfg`` into ``cfg.out``.
+    """Generate (or resume) the dataset described by ``cfg`` into ``cfg.out`` (a folder, or a
+    storage URI: written into this node's stage, each shard pushed by whoever wrote it, the rest
+    at the end; :mod:`mirror3d.utils.storage`).
 
     Args:
         write_shards: what generates the pending shards (:data:`ShardWriter`); by default a
@@ -379,6 +388,7 @@ def generate_dataset(cfg: SynthConfig,
         write_shards(cfg, root, shards, todo, bar.update)
     finally:
         bar.close()
+    storage.pull(cfg.out)  # the shards other nodes wrote
     missing = [k for k in range(len(shards)) if not shard_done(root, k)]
     if missing:
         raise RuntimeError(f"synth: shards {missing[:5]} did not finish")
@@ -391,6 +401,7 @@ def generate_dataset(cfg: SynthConfig,
                      json.dumps(floor, indent=1, sort_keys=True) + "\n")
     identity_camera_sheet(root, table, cfg.cameras)
     atomic_write(root / "README.txt", _readme(cfg, counts, floor))
+    storage.push(cfg.out)
     return {"out": str(root), "seconds": time.perf_counter() - t0, "shards": len(shards),
             "shards_generated": len(todo), "counts": counts, "floor": floor}
 
