@@ -58,7 +58,7 @@ from mirror3d.platform.synth import generate_dataset  # noqa: E402
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
 from cluster_fixtures import simulated_cluster  # noqa: E402
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+from results_io import RESULTS, write_result  # noqa: E402  (benchmarks/ is the script's folder)
 
 
 def lift_once(cfg: LiftConfig) -> dict:
@@ -191,10 +191,7 @@ def main() -> None:
         "note": "speed-up = seconds with 1 worker node / with 2 (same work, every worker CPU "
                 "used); cluster start-up not timed; all nodes share this machine's cores",
     }
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from mirror3d.lifting.config import LiftConfig
 from mirror3d.platform.cluster import ensure_ray
 from mirror3d.platform.lifting import run_lift
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+from results_io import RESULTS, write_result  # noqa: E402  (benchmarks/ is the script's folder)
 
 
 def make_dataset(root: pathlib.Path, n: int, seed: int = 0) -> tuple[pathlib.Path, pathlib.Path]:
@@ -152,10 +152,7 @@ def main() -> None:
           f"{ratios['two_vs_one_actor_steady']:.2f}x steady (target >= 1.7); Ray overhead on one "
           f"worker: {100 * ratios['ray_overhead_one_actor']:.0f}% end to end, "
           f"{100 * ratios['ray_overhead_one_actor_steady']:.0f}% steady (target <= 20%)")
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ everything down many-fold when another process holds a core).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -37,7 +36,8 @@ from mirror3d.models.ognet.ops import (  # noqa: E402
 )
 from mirror3d.models.registry import create_model  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "bench_ognet.json"
+from results_io import RESULTS as _RESULTS_DIR, write_result  # noqa: E402
+RESULTS = _RESULTS_DIR / "bench_ognet.json"
 
 
 def person_cloud(b: int, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,9 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  og-net pyg/dense ratio (whole model):  {model_backends['pyg_over_dense']:.2f}")
     print(f"  FPS ours/fpsample: {fps['ours_over_fpsample']:.2f}   kNN ours/cKDTree: {knn_res['ours_over_ckdtree']:.2f}")
     print(f"  total {elapsed:.0f} s")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    write_result(result, args.out)
     if not fps["equal_to_naive"]:
         print("WARNING: FPS indices differ from the naive reference", file=sys.stderr)
     return result

@@ -13,8 +13,6 @@ tests assert at ≥ 0.99). JSON goes to benchmarks/results/bench_render.json.
 from __future__ import annotations
 
 import argparse
-import json
-import pathlib
 import platform
 import statistics
 import time
@@ -24,7 +22,7 @@ import torch
 
 from mirror3d.render import MeshRenderer, look_at_camera, template_mesh
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+from results_io import RESULTS, write_result  # noqa: E402  (benchmarks/ is the script's folder)
 
 
 def scene(batch: int, seed: int = 0):
@@ -105,10 +103,7 @@ def main() -> None:
     results["raycaster_iou_128x128"] = ious
     print(f"hard silhouette vs trimesh ray caster, 128×128: IoU min {min(ious):.4f} "
           f"mean {statistics.mean(ious):.4f}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "bench_render.json"
-    out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {out}")
+    write_result(results, RESULTS / "bench_render.json")
 
 
 if __name__ == "__main__":

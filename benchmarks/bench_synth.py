@@ -14,7 +14,6 @@ benchmarks/results/bench_synth.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -34,7 +33,7 @@ from mirror3d.data.synth.writer import file_hashes  # noqa: E402
 from mirror3d.platform.cluster import local_ray_init_kwargs  # noqa: E402
 from mirror3d.platform.synth import generate_dataset  # noqa: E402
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+from results_io import RESULTS, write_result  # noqa: E402  (benchmarks/ is the script's folder)
 
 
 def timed_run(cfg: SynthConfig) -> float:
@@ -92,10 +91,7 @@ def main() -> None:
     finally:
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "bench_synth.json"
-    out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {out}")
+    write_result(results, RESULTS / "bench_synth.json")
 
 
 if __name__ == "__main__":
