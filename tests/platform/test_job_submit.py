@@ -27,8 +27,8 @@ The head is stopped without ``ray stop`` (which stops every Ray of the machine):
 processes it started, then SIGKILL to its process group, then any process left that names this
 module's temporary folder on its command line, by its pid.
 
-Time: the bad argument, the CASL training (one worker of one CPU) and the lifting run together
-on the head's 2 CPUs; the sweep (two trials of one CPU) after them.
+Time: the four jobs are submitted together: the CASL training (one worker of one CPU) and the
+lifting share the head's 2 CPUs while the sweep's driver starts; its two trials of one CPU follow.
 """
 
 from __future__ import annotations
@@ -274,11 +274,13 @@ def _first_job(head: Head, log: pathlib.Path) -> str:
 
 @pytest.fixture(scope="module")
 def first_jobs(head, data):
-    """Three jobs submitted together: the bad argument takes no CPU of the cluster (it starts
+    """Four jobs submitted together: the bad argument takes no CPU of the cluster (it starts
     no Ray work); the CASL training (its one Ray Train worker given one CPU) and the lifting
-    (one actor of one CPU) share the head's two. The sweep (two trials of one CPU) is submitted
-    by its test, once these are done."""
+    (one actor of one CPU) share the head's two; the sweep's trials (one CPU each) wait for
+    them while its driver starts (Ray queues what does not fit)."""
     storage = ["--storage", str(head.storage)]
+    overrides = (f"data.shards={data['shards']} data.images={data['market']} optim.batch_size=6 "
+                 f"optim.instances=2 optim.epochs=1 tracking.mlflow=false")
     return submit(
         head,
         bad=["jobs/train_casl.py", "--smoke", *storage, "--name", "rejected",
@@ -287,7 +289,8 @@ def first_jobs(head, data):
               "--ray.cpus_per_worker", "1", "--data.root", str(data["hq"]),
               "--data.ratio_range", "0.0,1.0", "--data.clean_range", "0.0,1.0"],
         lift=["jobs/lift.py", "--smoke", *storage, "--name", "submitted",
-              "--root", str(data["market"])])
+              "--root", str(data["market"])],
+        sweep=["jobs/sweep.py", "ognet_k", "--smoke", *storage, "--overrides", overrides])
 
 
 def result_line(logs: str, prefix: str) -> str:
@@ -359,14 +362,10 @@ def test_lift_smoke_job(head, first_jobs):
     assert len(list((run / "pictures").glob("*.png"))) == 1  # the smoke preset's one picture
 
 
-def test_sweep_smoke_job(head, data):
+def test_sweep_smoke_job(head, first_jobs):
     """``python jobs/sweep.py ognet_k --smoke --storage S``: SUCCEEDED, the sweep in
     S/sweep/ognet_k-smoke with both trials finished."""
-    overrides = (f"data.shards={data['shards']} data.images={data['market']} optim.batch_size=6 "
-                 f"optim.instances=2 optim.epochs=1 tracking.mlflow=false")
-    ids = submit(head, sweep=["jobs/sweep.py", "ognet_k", "--smoke", "--storage",
-                              str(head.storage), "--overrides", overrides])
-    status, logs = wait(head, ids["sweep"])
+    status, logs = wait(head, first_jobs["sweep"])
     assert status == "SUCCEEDED", logs[-3000:]
     sweep = head.storage / "sweep" / "ognet_k-smoke"
     assert result_line(logs, "sweep: 2 trials").endswith(f"-> {sweep / 'summary.md'}")
