@@ -9,9 +9,12 @@ folder or URI that every node of a cluster sees: :mod:`mirror3d.utils.storage`) 
 imports the job's module (its config class), never torch-heavy work; ``mirror3d --help`` imports
 no job at all.
 
-Errors: ``ConfigError`` (exit 2), ``ValueError``, ``FileNotFoundError``, ``FloatingPointError`` and
-:class:`mirror3d.utils.errors.JobFailed` (exit 1) raised by a job print one line
-``mirror3d <cmd>: error: <message>``; ``--debug`` prints the traceback instead. ``--debug`` is
+Errors: a user error (:mod:`mirror3d.utils.errors`: a ``UserError`` — ``ConfigError`` exits 2,
+the others 1 — or ``ValueError``, ``FileNotFoundError``, ``FloatingPointError``, or an
+``OSError`` of the environment such as a full disk) prints one line
+``mirror3d <cmd>: error: <message>``, also when it was raised inside a Ray task, actor or Ray
+Train worker (:func:`~mirror3d.utils.errors.unwrap_error`); ``--debug`` prints the traceback
+(and the remote one) instead. Anything else is a bug and keeps its traceback. ``--debug`` is
 reserved: config fields cannot be named ``debug`` at the top level.
 
 The local-run environment (loopback Ray, no analytics: :mod:`mirror3d.utils.env`) is applied by
@@ -41,7 +44,7 @@ from mirror3d.utils.config import (
     save_config,
 )
 from mirror3d.utils.env import apply_local_env
-from mirror3d.utils.errors import JobFailed
+from mirror3d.utils.errors import is_user_error, one_line, unwrap_error
 from mirror3d.utils.storage import relocate_config
 
 __all__ = ["add_config_arguments", "config_from_args", "main"]
@@ -302,7 +305,7 @@ def _exit_code(e: SystemExit) -> int:
 
 
 def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
+    return one_line(e)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,10 +372,15 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         return int(command.run(args) or 0)
-    except ConfigError as e:
-        return fail(e, 2)
-    except (ValueError, FileNotFoundError, FloatingPointError, JobFailed) as e:
-        return fail(e, 1)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        error = unwrap_error(e)  # out of Ray's wrappers (a task's, an actor's, a worker's)
+        if not is_user_error(error):
+            raise  # a bug: its traceback
+        if debug and error is not e:
+            traceback.print_exception(e)
+        if debug and getattr(error, "remote_traceback", ""):
+            print(f"the remote traceback:\n{error.remote_traceback}", file=sys.stderr)
+        return fail(error, 2 if isinstance(error, ConfigError) else 1)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from mirror3d.engine.casl_ablation import AblationConfig
 from mirror3d.platform.casl import run_ablation
 from mirror3d.platform.cluster import ensure_ray
+from mirror3d.utils.preflight import check_input, check_output
 
 __all__ = ["CONFIG", "run"]
 
@@ -24,6 +25,8 @@ CONFIG = AblationConfig
 
 
 def run(cfg: AblationConfig) -> int:
+    check_input(cfg.base.data.root, "base.data.root", what="dataset")  # before Ray starts
+    check_output(cfg.out_dir, "out_dir")
     ensure_ray()
     md = run_ablation(cfg)
     print(md.read_text())

@@ -17,12 +17,15 @@ always comes from the checkpoint. Writes ``RUN_DIR/eval/`` (``metrics.json``, ``
 
 from __future__ import annotations
 
+import pathlib
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from mirror3d.engine.casl_eval import EvalCaslOptions, evaluate_casl
 from mirror3d.utils import storage
 from mirror3d.utils.config import ConfigError
+from mirror3d.utils.errors import InputPathError
+from mirror3d.utils.preflight import check_checkpoint, check_input, check_output
 
 __all__ = ["CONFIG", "POSITIONAL", "EvalCaslConfig", "CaslDataOverrides", "run"]
 
@@ -46,6 +49,8 @@ class CaslDataOverrides:
     max_train: int | None = field(default=None, metadata={"range": (0, None), "help": "unused here"})
     max_test: int | None = field(default=None, metadata={
         "range": (0, None), "help": "cap of held-out images (0 = all); max_images replaces it"})
+    min_usable_fraction: float | None = field(default=None, metadata={
+        "range": (0.0, 1.0), "help": "training-set usable fraction (unused here)"})
     workers: int | None = field(default=None, metadata={"range": (0, 64), "help": "DataLoader workers"})
     oracle_camera: bool | None = field(default=None, metadata={
         "help": "training diagnostic (unused here: evaluation uses the predicted cameras)"})
@@ -94,6 +99,25 @@ CONFIG = EvalCaslConfig
 POSITIONAL = ("run_dir",)
 
 
+def preflight(run_dir: str, data_root: str | None = None) -> None:
+    """Before anything is evaluated: ``run_dir`` is a train-casl run directory (a checkpoint
+    file is named as such, with its folder as the way on) holding a CASL checkpoint with its
+    config, the other ``data.root`` exists, and ``RUN_DIR/eval`` can be written.
+
+    Raises:
+        mirror3d.utils.errors.UserError: one line naming the key.
+    """
+    p = pathlib.Path(run_dir)
+    if p.is_file():
+        raise InputPathError(f"run_dir: {p} is a file (a checkpoint?); expected a train-casl run "
+                             f"directory, e.g. {p.parent}")
+    check_input(p, "run_dir", what="train-casl run")
+    check_checkpoint(p, "casl", "run_dir")
+    if data_root:
+        check_input(data_root, "data.root", what="dataset")
+    check_output(p / "eval", "run_dir")
+
+
 def _f(v) -> str:
     return "n/a" if v is None else f"{v:.2f}"
 
@@ -102,9 +126,11 @@ def run(cfg: EvalCaslConfig) -> int:
     if not cfg.run_dir:
         raise ConfigError("run_dir: required (a train-casl run directory)")
     # a run (or data) in a store: evaluated in this node's stage, the eval/ folder pushed back
+    local_run = storage.stage(cfg.run_dir)
     updates = {k: storage.stage(v) if isinstance(v, str) and v else v
                for k, v in cfg.data.as_updates().items()}
-    m = evaluate_casl(storage.stage(cfg.run_dir), updates, cfg.options(), progress=cfg.progress)
+    preflight(local_run, updates.get("data.root"))
+    m = evaluate_casl(local_run, updates, cfg.options(), progress=cfg.progress)
     storage.push(cfg.run_dir, "eval")
     fd = m["fd"]
     line = (f"eval-casl: N={m['data']['n_images']} MaskIoU {m['mask_iou_pct']:.1f}% "

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from mirror3d.engine.reid_train import evaluate_model, load_reid_data, load_reid_model
 from mirror3d.utils import storage
 from mirror3d.utils.config import ConfigError, update_config
+from mirror3d.utils.preflight import check_checkpoint, check_input, check_output
 
 __all__ = ["CONFIG", "POSITIONAL", "EvalReidConfig", "run"]
 
@@ -65,7 +66,22 @@ def run(cfg: EvalReidConfig) -> int:
     if not cfg.run_dir:
         raise ConfigError("run_dir: required (a train-reid run directory or its model_final.pt)")
     # inputs and outputs may be storage URIs: read from and written to this node's stage
-    model, train_cfg = load_reid_model(storage.stage(cfg.run_dir))
+    local_run = storage.stage(cfg.run_dir)
+    run = storage.local_path(cfg.run_dir)
+    if run.is_dir():
+        run_at = cfg.run_dir
+    else:  # a model_final.pt: its run directory
+        run_at = (cfg.run_dir.rstrip("/").rsplit("/", 1)[0] if storage.is_uri(cfg.run_dir)
+                  else str(run.parent))
+    out_at = cfg.out or storage.join(run_at, "eval")
+    # checked before anything is evaluated: the checkpoint, the other data, the output folder
+    check_checkpoint(local_run, "reid", "run_dir", needs=("config", "model", "num_classes"))
+    if cfg.shards:
+        check_input(storage.stage(cfg.shards), "shards", what="shard folder")
+    if cfg.images:
+        check_input(storage.stage(cfg.images), "images", what="image tree")
+    check_output(out_at, "out")
+    model, train_cfg = load_reid_model(local_run)
     updates = {}
     if cfg.shards:
         updates["data.shards"] = storage.stage(cfg.shards)
@@ -77,13 +93,6 @@ def run(cfg: EvalReidConfig) -> int:
         updates["data.num_points"] = cfg.num_points
     train_cfg = update_config(train_cfg, updates) if updates else train_cfg
     data = load_reid_data(train_cfg)
-    run = storage.local_path(cfg.run_dir)
-    if run.is_dir():
-        run_at = cfg.run_dir
-    else:  # a model_final.pt: its run directory
-        run_at = (cfg.run_dir.rstrip("/").rsplit("/", 1)[0] if storage.is_uri(cfg.run_dir)
-                  else str(run.parent))
-    out_at = cfg.out or storage.join(run_at, "eval")
     out = storage.local_path(out_at)
     out.mkdir(parents=True, exist_ok=True)
     res = evaluate_model(model, data, train_cfg, out)

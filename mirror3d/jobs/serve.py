@@ -17,8 +17,9 @@ import signal
 import threading
 import time
 
-from mirror3d.serve_apps.app import start_demo, stop_demo
+from mirror3d.serve_apps.app import resolve_runs, start_demo, stop_demo
 from mirror3d.serve_apps.options import DemoOptions
+from mirror3d.utils.preflight import check_checkpoint, check_output
 
 __all__ = ["CONFIG", "run"]
 
@@ -30,6 +31,14 @@ def _interrupt(signum, frame):  # SIGTERM (kill, a process manager) stops it lik
 
 
 def run(cfg: DemoOptions, wait: bool = True) -> int:
+    # the runs are checked before Ray starts: missing (NoRunError), or of the wrong kind (a
+    # re-id run given as --casl is named as one)
+    runs = resolve_runs(cfg)
+    check_checkpoint(runs.casl, "casl", "casl")
+    check_checkpoint(runs.reid, "reid", "reid", needs=("config", "model", "num_classes"))
+    for key in ("index_dir", "mesh_dir"):
+        if getattr(cfg, key):
+            check_output(getattr(cfg, key), key)
     url = start_demo(cfg)
     print(f"serve: the demo is at {url}/ui  (REST: POST {url}/api/reconstruct, "
           f"POST {url}/api/search, GET {url}/healthz; Ctrl-C stops it)", flush=True)

@@ -21,6 +21,7 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
+from mirror3d.data.images import read_header
 from mirror3d.engine.casl_ablation import (PAPER_TABLE4, AblationConfig, ablation_markdown,
                                            ablation_row, finished_metrics, variant_config)
 from mirror3d.engine.casl_eval import EvalCaslOptions, evaluate_casl
@@ -30,8 +31,17 @@ from mirror3d.platform.train import ray_report, stage_inputs, train_run, worker_
 from mirror3d.utils import storage
 from mirror3d.utils.config import config_from_dict, save_config
 from mirror3d.utils.files import atomic_write
+from mirror3d.utils.preflight import check_images, check_input, check_output
 
-__all__ = ["train_casl", "casl_worker", "run_ablation"]
+__all__ = ["train_casl", "casl_worker", "image_header", "run_ablation"]
+
+
+def image_header(path: str, what: str, is_mask: bool) -> tuple[int, int]:
+    """(W, H) of an image or mask file as the training decoder sees it, from its header
+    (:func:`mirror3d.data.images.read_header`: format, mode, pixel cap, smallest side of an
+    image); an ``ImageError`` line naming the file when the decoder would refuse it."""
+    h = read_header(path, what=f"{what} {path}", min_side=not is_mask)
+    return h.width, h.height
 
 
 def casl_worker(loop_config: dict) -> None:
@@ -48,14 +58,21 @@ def train_casl(cfg: CaslTrainConfig, callbacks: Sequence[Any] = ()) -> pathlib.P
 
     Raises:
         FileNotFoundError / ValueError: bad data or resume checkpoint (before any run directory
-            or Ray exists; a foreign checkpoint is a ``CheckpointError``).
+            or Ray exists; a foreign checkpoint is a ``CheckpointError``; an unreadable image or
+            a mask of another size than its image a ``DataError``; an output folder that is a
+            file an ``OutputPathError``: :mod:`mirror3d.utils.preflight`).
         FloatingPointError: a non-finite loss (see :func:`mirror3d.engine.runtime.non_finite_loss`).
         mirror3d.platform.train.TrainingFailed: a worker failed otherwise.
     """
     # workers run in their own directories: an absolute data path (a URI: staged on each node)
     cfg, inputs = stage_inputs(cfg, ["data.root"])
     cfg = resolve_tracking(cfg)  # the MLflow store, absolute for the workers
-    load_casl_data(cfg)  # fail fast on bad data, before a run directory or Ray exists
+    check_input(cfg.data.root, "data.root", what="dataset")
+    check_output(cfg.out_dir, "out_dir")
+    train, _, test = load_casl_data(cfg)  # fail fast on bad data, before a run directory or Ray
+    pairs = dict.fromkeys((r.image_path, r.mask_path) for r in [*train.records, *test.records])
+    # corrupt images, refused modes or sizes, masks of another size: seconds here, not in Ray
+    check_images(pairs, "data.root", header=image_header)
     return train_run(casl_worker, cfg, KIND, callbacks, inputs)
 
 

@@ -88,6 +88,7 @@ from mirror3d.data.decode import BAD_LIST_NAME, decode_image, one_line, write_ba
 from mirror3d.data.records import ReconRecord, ReidRecord
 from mirror3d.data.transforms import resize_pair
 from mirror3d.utils.files import atomic_write
+from mirror3d.utils.errors import UserError
 
 __all__ = [
     "COLUMNS",
@@ -118,7 +119,7 @@ TENSOR_COLUMNS = ("image", "mask", "mask_estimated", "pid", "camid", "label")
 """Columns :class:`TensorCollate` turns into tensors by default (those present are used)."""
 
 
-class IngestError(RuntimeError):
+class IngestError(UserError, RuntimeError):
     """The failure rate of an ingest is above its threshold (the message is one line)."""
 
 

@@ -13,10 +13,13 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
-from mirror3d.engine.reid_train import KIND, ReidTrainConfig, load_reid_data, train_reid_loop
+from mirror3d.engine.reid_train import (KIND, ReidTrainConfig, input_kind, load_reid_data,
+                                        train_reid_loop)
 from mirror3d.engine.tracking import resolve_tracking
+from mirror3d.platform.casl import image_header
 from mirror3d.platform.train import ray_report, stage_inputs, train_run, worker_device
 from mirror3d.utils.config import config_from_dict
+from mirror3d.utils.preflight import check_images, check_input, check_output
 
 __all__ = ["train_reid", "reid_worker"]
 
@@ -35,12 +38,22 @@ def train_reid(cfg: ReidTrainConfig, callbacks: Sequence[Any] = ()) -> pathlib.P
 
     Raises:
         FileNotFoundError / ValueError: bad data, model name or resume checkpoint (before any
-            run directory or Ray exists).
+            run directory or Ray exists; an unreadable image a ``DataError``, an output folder
+            that is a file an ``OutputPathError``: :mod:`mirror3d.utils.preflight`).
         FloatingPointError: a non-finite loss (see :func:`mirror3d.engine.runtime.non_finite_loss`).
         mirror3d.platform.train.TrainingFailed: a worker failed otherwise.
     """
     # workers run in their own directories: absolute data paths (URIs: staged on each node)
     cfg, inputs = stage_inputs(cfg, ["data.shards", "data.images"])
     cfg = resolve_tracking(cfg)  # the MLflow store, absolute for the workers
-    load_reid_data(cfg)  # fail fast on bad data, before a run directory or Ray exists
+    images = input_kind(cfg.model.name) == "image"
+    key = "data.images" if images else "data.shards"
+    check_input(cfg.data.images if images else cfg.data.shards, key,
+                what="image tree" if images else "shard folder")
+    check_output(cfg.out_dir, "out_dir")
+    data = load_reid_data(cfg)  # fail fast on bad data, before a run directory or Ray exists
+    if images:  # corrupt images: found in seconds here, not inside the workers
+        paths = [r.path for d in (data.train, data.query, data.gallery) for r in d.records]
+        check_images(((p, None) for p in dict.fromkeys(paths)), key, what="images",
+                     header=image_header)
     return train_run(reid_worker, cfg, KIND, callbacks, inputs)

@@ -23,7 +23,9 @@ from mirror3d.data.synth.config import SynthConfig
 from mirror3d.data.synth.writer import Unit, write_shard, write_shards_in_process
 from mirror3d.platform.cluster import local_ray_init_kwargs
 from mirror3d.utils.config import config_to_dict
+from mirror3d.utils.errors import unwrap_error
 from mirror3d.utils.files import atomic_write
+from mirror3d.utils.preflight import check_output
 
 __all__ = ["NODES_FILE", "generate_dataset", "write_shards_with_ray"]
 
@@ -57,7 +59,14 @@ def write_shards_with_ray(cfg: SynthConfig, root: pathlib.Path, shards: list[lis
                 k = queue.pop(0)
                 pending.append(task.remote(cfg_dict, k, shards[k], str(root), 1))
             done, pending = ray.wait(pending, num_returns=1)
-            for result in ray.get(done):
+            try:
+                results = ray.get(done)
+            except Exception as exc:  # a task's user error as it was raised, not Ray's wrapper
+                error = unwrap_error(exc)
+                if error is exc:
+                    raise
+                raise error from None
+            for result in results:
                 nodes[str(result["shard"])] = result["node"]
             atomic_write(nodes_file, json.dumps(nodes, indent=1, sort_keys=True))
             advance(len(done))
@@ -69,6 +78,11 @@ def write_shards_with_ray(cfg: SynthConfig, root: pathlib.Path, shards: list[lis
 def generate_dataset(cfg: SynthConfig) -> dict[str, Any]:
     """Generate (or resume) the dataset of ``cfg`` into ``cfg.out``: with Ray tasks, or in a
     plain loop in this process when ``cfg.no_ray``. Returns the summary of
-    :func:`mirror3d.data.synth.writer.generate_dataset`."""
+    :func:`mirror3d.data.synth.writer.generate_dataset`.
+
+    Raises:
+        mirror3d.utils.errors.OutputPathError: ``out`` is a file, under a file or not writable.
+        mirror3d.utils.errors.UserError: a shard task's user error, as it was raised."""
+    check_output(cfg.out, "out")  # before Ray or any file: not a file, not under one, writable
     return writer.generate_dataset(
         cfg, write_shards_in_process if cfg.no_ray else write_shards_with_ray)

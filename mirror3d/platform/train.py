@@ -38,8 +38,8 @@ from mirror3d.platform.cluster import ensure_ray, link_ray_logs, verbose
 from mirror3d.utils.checkpoint import CHECKPOINT_FILE, resolve_resume
 from mirror3d.utils import storage
 from mirror3d.utils.config import config_to_dict, save_config, update_config
-from mirror3d.utils.errors import JobFailed
-from mirror3d.utils.rundir import default_run_name
+from mirror3d.utils.errors import RemoteFailed, one_line, unwrap_error
+from mirror3d.utils.rundir import claim_run, default_run_name
 
 log = logging.getLogger(__name__)
 
@@ -194,14 +194,25 @@ def train_run(worker: Callable[[dict], None], cfg: Any, kind: str,
     (:class:`mirror3d.engine.scaling.RayConfig`); ``callbacks`` go to :func:`fit`; ``inputs``:
     ``{config key: URI}`` of :func:`stage_inputs`. ``out_dir`` and ``resume`` may be storage URIs
     (:mod:`mirror3d.utils.storage`): the run then lives at ``<out_dir>/<name>`` in the store,
-    worked on in each node's stage. Returns the run directory (on this node)."""
+    worked on in each node's stage. Returns the run directory (on this node).
+
+    An existing run ``<out_dir>/<name>`` (:func:`mirror3d.utils.rundir.claim_run`) is continued
+    in place only when ``resume`` points into it (its ``eval/`` of the older model removed),
+    replaced only with ``cfg.overwrite`` (every old file removed first), and refused otherwise
+    (:class:`~mirror3d.utils.rundir.RunExistsError`, before anything is written or Ray starts).
+    """
     if cfg.resume and storage.is_uri(cfg.resume):
         storage.pull(cfg.resume)  # a run (or checkpoint) in the store: resume from its stage
         cfg = update_config(cfg, {"resume": str(storage.local_path(cfg.resume))})
     resume = resolve_resume(cfg.resume, kind)
     location = storage.join(cfg.out_dir, cfg.name or default_run_name())
-    storage.pull(location)  # an existing run in the store continues in its stage
     run_dir = storage.local_path(location)
+    in_place = bool(resume) and _is_inside(resume, run_dir)
+    continuing = claim_run(location, resume=in_place, overwrite=bool(getattr(cfg, "overwrite", False)),
+                           resume_hint=f"--resume {storage.describe(location)}")
+    if continuing:
+        storage.remove(storage.join(location, "eval"))  # evaluated an older model
+    storage.pull(location)  # an existing run in the store continues in its stage
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     storage.push(location)
@@ -215,29 +226,38 @@ def train_run(worker: Callable[[dict], None], cfg: Any, kind: str,
     return run_dir
 
 
-class TrainingFailed(JobFailed):
-    """A Ray Train run failed for a reason other than the ones re-raised by type."""
+def _is_inside(path: str | os.PathLike, folder: pathlib.Path) -> bool:
+    """True when ``path`` is ``folder`` or lies under it (both resolved)."""
+    p, f = pathlib.Path(path).resolve(), folder.resolve()
+    return p == f or f in p.parents
 
 
-#: Worker exceptions re-raised with their own type (the CLI turns them into one error line).
-_PASS_THROUGH = (FloatingPointError, ValueError, FileNotFoundError, KeyError, TypeError)
+class TrainingFailed(RemoteFailed):
+    """A Ray Train run failed for a reason that is not a user error (one line naming the rank
+    and the error; the worker's traceback in ``remote_traceback``, which ``--debug`` prints)."""
 
 
 def worker_error(exc: BaseException) -> BaseException:
     """The exception a worker raised, out of Ray Train's wrappers (``WorkerGroupError`` →
-    per-rank failures → ``RayTaskError`` → cause): the same type for the common errors (a NaN
-    loss is a ``FloatingPointError``), else :class:`TrainingFailed` naming the cause."""
+    per-rank failures → ``RayTaskError`` → cause): a user error (:mod:`mirror3d.utils.errors`:
+    a ``UserError``, ``ValueError``, ``FileNotFoundError``, ``FloatingPointError`` — a NaN loss —
+    or an environment ``OSError``) of the lowest rank that has one, as it was raised; else
+    :class:`TrainingFailed` naming the lowest failed rank's error; ``exc`` itself when it is no
+    worker failure."""
+    found = unwrap_error(exc)
+    if found is not exc:
+        return found
     failures = getattr(exc, "worker_failures", None)
-    if failures:
-        rank = sorted(failures)[0]
-        cause = failures[rank]
-        while getattr(cause, "cause", None) is not None and cause.cause is not cause:
-            cause = cause.cause
-        if isinstance(cause, _PASS_THROUGH):
-            return type(cause)(*cause.args) if cause.args else cause
-        return TrainingFailed(f"training failed on worker {rank}: {type(cause).__name__}: "
-                              f"{' '.join(str(cause).split())[:500]}")
-    return exc
+    if not failures:
+        return exc
+    rank = sorted(failures)[0]
+    cause, remote = failures[rank], ""
+    while getattr(cause, "cause", None) is not None and cause.cause is not cause:
+        # a RayTaskError: its message is the worker's traceback
+        remote = remote or str(getattr(cause, "traceback_str", "") or "") or str(cause)
+        cause = cause.cause
+    return TrainingFailed(f"training failed on worker {rank}: {type(cause).__name__}: "
+                          f"{one_line(cause, 500)}", remote_traceback=remote)
 
 
 # ------------------------------------------------------------------------------ worker side

@@ -57,6 +57,7 @@ from mirror3d.platform.reid import train_reid
 from mirror3d.utils import storage
 from mirror3d.utils.config import ConfigError, save_config
 from mirror3d.utils.errors import JobFailed
+from mirror3d.utils.preflight import check_output
 from mirror3d.utils.files import atomic_write
 from mirror3d.utils.fingerprint import check_settings, write_settings
 
@@ -379,6 +380,7 @@ def run_sweep(plan: SweepPlan) -> SweepOutputs:
             of :data:`INTERRUPT_ENV`.
     """
     check_inputs(plan)
+    check_output(plan.stored_at, "out_dir")  # not a file, not under one, writable
     restoring = _prepare_dir(plan)
     ensure_ray()
     trainable = tune.with_resources(

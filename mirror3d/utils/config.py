@@ -48,6 +48,8 @@ from typing import Any, Literal
 
 import yaml
 
+from mirror3d.utils.errors import UserError
+
 __all__ = [
     "ConfigError",
     "ConfigField",
@@ -67,8 +69,9 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """A config key, value or file is invalid. The message is one line, meant for users."""
+class ConfigError(UserError, ValueError):
+    """A config key, value or file is invalid. The message is one line, meant for users (the
+    CLI exits 2; :mod:`mirror3d.utils.errors`)."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ def test_ablate_casl_prints_the_table(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(job, "run_ablation", fake_run)
     monkeypatch.setattr(job, "ensure_ray", lambda: None)
-    assert main(["ablate-casl", "--smoke", "--variants", "full", "--minutes", "0"]) == 0
+    assert main(["ablate-casl", "--smoke", "--variants", "full", "--minutes", "0",
+                 "--base.data.root", str(tmp_path)]) == 0  # checked before Ray: must exist
     out = capsys.readouterr().out
     assert "# CASL ablation" in out and f"ablate-casl: table -> {tmp_path / 'ablation.md'}" in out
     assert seen[0].variants == ("full",) and seen[0].base.optim.epochs == 2

@@ -51,7 +51,7 @@ def test_decode_batch_marks_bad_rows_and_keeps_shapes(data_fixtures, tmp_path):
     _garbage(records[1].path, seed=1)
     out = decode_batch(_numpy_batch(records_to_table(records)))
     assert out["ok"].tolist() == [True, False, True]
-    assert out["error"][0] == "" and out["error"][1].startswith("ValueError") and records[1].path in out["error"][1]
+    assert out["error"][0] == "" and out["error"][1].startswith("ImageError") and records[1].path in out["error"][1]
     # the placeholder takes the good rows' size, so the column stays one stacked array
     assert out["image"].dtype == np.uint8 and out["image"].shape == (3, 16, 8, 3)
     np.testing.assert_array_equal(out["image"][0], load_rgb(records[0].path))
@@ -139,7 +139,7 @@ def test_one_corrupt_jpeg_is_listed_and_dropped(ray_session, data_fixtures, tmp_
     assert res.failure_rate == pytest.approx(1 / 27)
     listed = read_bad_list(run / BAD_LIST_NAME)
     assert [p for p, _ in listed] == [bad_path] and listed == res.bad_rows
-    assert listed[0][1].startswith("ValueError") and "cannot decode" in listed[0][1]
+    assert listed[0][1].startswith("ImageError") and "cannot decode" in listed[0][1]
     assert json.loads((run / SUMMARY_NAME).read_text())["bad"] == 1
     paths = {r["path"] for r in res.dataset.select_columns(["path"]).take_all()}
     assert paths == {r.path for r in records} - {bad_path}
@@ -231,7 +231,7 @@ def test_records_to_dataset_keeps_bad_rows_and_sizes(ray_session, data_fixtures,
     assert len(rows) == 27 and not any(name in rows[0] for name in MASK_COLUMNS)
     status = {r["path"]: (r["ok"], r["error"]) for r in rows}
     assert [p for p, (ok, _) in status.items() if not ok] == [records[2].path]
-    assert status[records[2].path][1].startswith("ValueError")
+    assert status[records[2].path][1].startswith("ImageError")
     for row in rows:
         if row["ok"]:
             np.testing.assert_array_equal(row["image"], load_rgb(row["path"]))
