@@ -8,14 +8,16 @@ list the bad images as ``path<TAB>reason`` lines in a ``bad_images.txt`` of thei
 
 Steps, in order:
 
-1. the image, decoded with pillow as (H, W, 3) uint8 RGB (:func:`mirror3d.data.masks.load_rgb`:
-   any pillow mode is converted; a missing file is ``FileNotFoundError``, an undecodable one
-   ``ValueError``);
+1. the image, decoded as (H, W, 3) uint8 RGB by the one image decoder
+   (:func:`mirror3d.data.images.load_rgb`: allowed formats, the pixel cap and smallest side of
+   ``limits`` read from the header before decoding, every Pillow mode converted or refused by
+   name, EXIF orientation applied; a missing file is ``FileNotFoundError``, a refused or
+   undecodable one :class:`~mirror3d.data.images.ImageError`, a ``ValueError``);
 2. the mask file, if any, binarised as ``value > mask_threshold``
-   (:func:`mirror3d.data.masks.load_binary_mask`; label, grey and colour modes are accepted,
-   float masks are not). A mask of another size than its image is an error
-   (``mask_mismatch="error"``) or is resized, nearest, to the final image size
-   (``mask_mismatch="resize"``);
+   (:func:`mirror3d.data.masks.load_binary_mask`; label, grey and colour modes are accepted, a
+   varying alpha is the mask, float masks are not). A mask of another size than its image is an
+   error (:class:`MaskSizeError`, ``mask_mismatch="error"``, the default) or is resized, nearest,
+   to the final image size (``mask_mismatch="resize"``, only when asked for);
 3. the record's box, if any, enlarged by 10 % per side and cropped
    (:func:`mirror3d.data.transforms.enlarged_bbox`, as CUB's loaders do);
 4. the resize to ``image_size = (W, H)``: the image with ``resample`` (bicubic by default), the
@@ -36,16 +38,22 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from mirror3d.data.masks import estimate_mask, load_binary_mask, load_rgb
+from mirror3d.data.images import DEFAULT_LIMITS, ImageError, ImageLimits, load_rgb
+from mirror3d.data.masks import estimate_mask, load_binary_mask
 from mirror3d.data.transforms import crop_pair, enlarged_bbox, resize_pair
 from mirror3d.utils.files import atomic_write
 
-__all__ = ["BAD_LIST_NAME", "MISSING_MASKS", "Decoded", "decode_image", "one_line",
-           "write_bad_list", "read_bad_list"]
+__all__ = ["BAD_LIST_NAME", "MISSING_MASKS", "Decoded", "MaskSizeError", "decode_image",
+           "one_line", "write_bad_list", "read_bad_list"]
 
 #: The bad-image list of a run directory: one ``path<TAB>reason`` line per bad image.
 BAD_LIST_NAME = "bad_images.txt"
 MISSING_MASKS = ("none", "ones", "estimate")
+
+
+class MaskSizeError(ImageError):
+    """A mask file of another size than its image (both sizes named, W x H): bad input, never
+    resized unless ``mask_mismatch="resize"`` asks for it."""
 
 
 @dataclass
@@ -69,6 +77,7 @@ def decode_image(
     resample: str = "bicubic",
     seed: int = 0,
     mask_mismatch: Literal["error", "resize"] = "error",
+    limits: ImageLimits | None = DEFAULT_LIMITS,
 ) -> Decoded:
     """Decode an image and its mask (steps in the module docstring).
 
@@ -81,29 +90,34 @@ def decode_image(
         image_size: ``(W, H)`` to resize to, or None to keep the (cropped) size.
         resample: image resize filter (``nearest``, ``bilinear``, ``bicubic``).
         seed: GrabCut seed of an estimated mask.
-        mask_mismatch: a mask file of another size than its image: ``"error"`` or ``"resize"``.
+        mask_mismatch: a mask file of another size than its image: ``"error"``
+            (:class:`MaskSizeError`) or ``"resize"``.
+        limits: the image's :class:`~mirror3d.data.images.ImageLimits` (pixel cap, smallest
+            side); the mask gets the same pixel cap.
 
     Raises:
         FileNotFoundError: the image does not exist.
-        ValueError: an undecodable image or mask (the mask's path in the message), a mask of
-            another size (``mask_mismatch="error"``, or with a box), a box outside the image, a
-            failed mask estimation.
+        ValueError: an undecodable or refused image or mask
+            (:class:`~mirror3d.data.images.ImageError`, the file's path in the message; a missing
+            mask file too), a mask of another size (:class:`MaskSizeError`:
+            ``mask_mismatch="error"``, or with a box), a box outside the image, a failed mask
+            estimation.
     """
     if missing_mask not in MISSING_MASKS:
         raise ValueError(f"missing_mask must be one of {MISSING_MASKS}, got {missing_mask!r}")
     if mask_mismatch not in ("error", "resize"):
         raise ValueError(f"mask_mismatch must be 'error' or 'resize', got {mask_mismatch!r}")
-    image = load_rgb(path)
+    image = load_rgb(path, limits)
     mask, source = None, "none"
     if mask_path:
         try:
-            mask = load_binary_mask(mask_path, mask_threshold)
-        except (ValueError, FileNotFoundError) as e:
-            raise ValueError(f"mask {mask_path}: {e}") from None
+            mask = load_binary_mask(mask_path, mask_threshold, limits)
+        except FileNotFoundError as e:
+            raise ImageError(str(e)) from None  # "mask file not found: <path>"
         source = "file"
         if mask.shape != image.shape[:2] and (mask_mismatch == "error" or bbox is not None):
-            raise ValueError(f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but the image "
-                             f"is {image.shape[1]}x{image.shape[0]} (W x H)")
+            raise MaskSizeError(f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but the "
+                                f"image is {image.shape[1]}x{image.shape[0]} (W x H)")
     if bbox is not None:
         left, upper, right, lower = enlarged_bbox(tuple(bbox), image.shape[1], image.shape[0])
         image, mask = crop_pair(image, mask, left, upper, right, lower)

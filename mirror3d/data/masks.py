@@ -20,7 +20,10 @@ from typing import TypeVar
 import cv2
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from mirror3d.data.images import DEFAULT_LIMITS, ImageError, ImageLimits, open_image_file, to_rgb
+from mirror3d.data.images import load_rgb as _load_rgb
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm"})
 
@@ -34,69 +37,107 @@ def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
-def open_image(path: str | Path, mode: str | None = None) -> Image.Image:
-    """Open and fully decode an image file.
+def open_image(path: str | Path, mode: str | None = None,
+               limits: ImageLimits | None = DEFAULT_LIMITS) -> Image.Image:
+    """Open, check and fully decode an image file, upright, with the one image decoder
+    (:func:`mirror3d.data.images.open_image_file`: allowed formats, pixel cap and smallest side
+    from the header, EXIF orientation).
+
+    Args:
+        path: the file.
+        mode: None keeps the file's own Pillow mode; ``"RGB"`` converts as
+            :func:`mirror3d.data.images.to_rgb` does (alpha on white, 16-bit grey scaled); any
+            other mode by Pillow's ``convert``.
+        limits: :class:`~mirror3d.data.images.ImageLimits` (None: no size checks).
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file cannot be decoded (corrupt or not an image); names the path.
+        ValueError: (:class:`~mirror3d.data.images.ImageError`) the file is refused or cannot be
+            decoded (corrupt or not an image); names the path.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert(mode) if mode is not None else img.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"cannot decode image {path}: {err}") from err
+    img = open_image_file(path, limits)
+    if mode is None:
+        return img
+    with img:
+        if mode == "RGB":
+            return Image.fromarray(to_rgb(img, f"image {path}"))
+        return img.convert(mode)
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
-    """Load an image as RGB.
+def load_rgb(path: str | Path, limits: ImageLimits | None = DEFAULT_LIMITS) -> np.ndarray:
+    """Load an image file as RGB with the one image decoder
+    (:func:`mirror3d.data.images.load_rgb`).
 
     Returns:
         image: (H, W, 3) uint8.
     """
-    return np.array(open_image(path, "RGB"), dtype=np.uint8)
+    return _load_rgb(path, limits)
 
 
 def mask_values(img: Image.Image) -> np.ndarray:
     """Raw mask values of a PIL image as a 2-D array.
 
-    Label images (modes ``P``, ``L``, ``I``, ``I;16``, ``1``) give their stored values, so a
-    palette PNG yields class indices, not palette colours. Colour masks are converted to
-    grey (``L``, as the reference loaders do); an alpha channel is dropped.
+    Label images (modes ``P``, ``L``, ``I``, ``I;16*``, ``1``) give their stored values, so a
+    palette PNG yields class indices, not palette colours, and a 16-bit label mask its labels.
+    Colour masks are converted to grey (``L``, as the reference loaders do); an alpha channel is
+    dropped (:func:`load_binary_mask` reads a varying alpha as the mask instead).
 
     Returns:
         values: (H, W) integer array.
     """
-    if img.mode in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
+    if img.mode in ("P", "L", "I", "I;16", "I;16B", "I;16L", "I;16N"):
         return np.asarray(img).astype(np.int64)
     if img.mode == "1":
         return np.asarray(img).astype(np.int64) * 255
     if img.mode == "F":
         raise ValueError(f"float ('F' mode) masks are not supported: {getattr(img, 'filename', img)}")
+    if img.mode == "La":
+        img = img.convert("LA")
     return np.asarray(img.convert("RGB").convert("L")).astype(np.int64)
 
 
-def load_binary_mask(path: str | Path, threshold: int = 0) -> np.ndarray:
+def alpha_values(img: Image.Image) -> np.ndarray | None:
+    """The (H, W) alpha of a mask image with transparency that is not the same everywhere (a
+    brush layer or a cut-out), else None."""
+    has_alpha = img.mode in ("LA", "La", "PA", "RGBA", "RGBa") or (
+        img.mode in ("P", "L", "RGB") and "transparency" in img.info)
+    if not has_alpha:
+        return None
+    src = img.convert("LA") if img.mode == "La" else img
+    alpha = np.asarray(src.convert("RGBA"))[..., 3]
+    return alpha.astype(np.int64) if alpha.min() != alpha.max() else None
+
+
+def load_binary_mask(path: str | Path, threshold: int = 0,
+                     limits: ImageLimits | None = DEFAULT_LIMITS) -> np.ndarray:
     """Load a mask file and binarise it as ``value > threshold``.
+
+    The file goes through the one image decoder's checks (format, pixel cap, full decode, EXIF
+    orientation; not the smallest side: a mask is compared with its image). The values are
+    :func:`mask_values` (labels, or the grey of a colour mask), or the alpha channel when the
+    mask has a transparency that varies (:func:`alpha_values`).
 
     Args:
         path: mask file (PNG usually).
         threshold: 0 for Market-HQ / ATR (any label > 0 is foreground), 160 for CUB.
+        limits: :class:`~mirror3d.data.images.ImageLimits` (``max_pixels`` is used).
 
     Returns:
         mask: (H, W) bool.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: an undecodable or refused file, a float mask; naming the path.
     """
     if not isinstance(threshold, (int, np.integer)) or not 0 <= threshold < 255:
         raise ValueError(f"threshold must be an int in [0, 255), got {threshold!r}")
-    img = open_image(path)
-    try:
-        values = mask_values(img)
-    except ValueError as err:
-        raise ValueError(f"cannot read mask {path}: {err}") from err
+    with open_image_file(path, limits, f"mask {path}", min_side=False) as img:
+        try:
+            values = alpha_values(img)
+            if values is None:
+                values = mask_values(img)
+        except ValueError as err:
+            raise ImageError(f"mask {path}: cannot read it as a mask: {err}") from err
     return values > threshold
 
 
@@ -119,6 +160,40 @@ def foreground_ratio(mask: np.ndarray | torch.Tensor) -> float:
             raise ValueError("mask must be boolean or contain only 0 and 1")
         mask = mask.astype(bool)
     return float(mask.mean())
+
+
+def binary_mask_array(mask: np.ndarray | torch.Tensor, name: str = "mask") -> np.ndarray:
+    """The foreground of an in-memory mask given to the API: a bool array, or numbers (integer or
+    float) that are all 0/1 or all 0/255 — a ``uint8`` 0/1 mask is a mask, not "empty"; soft or
+    other-valued masks are refused (threshold them first), never guessed.
+
+    Args:
+        mask: (H, W) array or tensor.
+        name: how messages name it.
+
+    Returns:
+        (H, W) bool (same shape as given).
+
+    Raises:
+        ValueError: naming ``name``: NaN / inf, other values, a dtype that is not bool or numeric.
+    """
+    if isinstance(mask, torch.Tensor):
+        mask = mask.detach().cpu().numpy()
+    m = np.asarray(mask)
+    if m.dtype == np.bool_:
+        return m
+    if not (np.issubdtype(m.dtype, np.integer) or np.issubdtype(m.dtype, np.floating)):
+        raise ValueError(f"{name}: expected a bool, integer or float mask, got dtype {m.dtype}")
+    if np.issubdtype(m.dtype, np.floating) and not np.isfinite(m).all():
+        raise ValueError(f"{name}: expected finite values, got NaN/inf")
+    values = np.unique(m)
+    if np.isin(values, (0, 1)).all():
+        return m == 1
+    if np.isin(values, (0, 255)).all():
+        return m == 255
+    shown = ", ".join(f"{v:g}" for v in values[:4]) + (", ..." if len(values) > 4 else "")
+    raise ValueError(f"{name}: expected a bool mask or values 0/1 or 0/255, got values "
+                     f"{{{shown}}} ({len(values)} distinct); threshold it first (e.g. mask > 127)")
 
 
 def ratio_from_filename(name: str | Path) -> float:

@@ -5,7 +5,9 @@ Everything that arrives over the network passes through here before a model sees
 (:mod:`mirror3d.engine.demo_reconstruct`, :mod:`mirror3d.engine.demo_search`):
 
 - :func:`decode_upload`: bytes → (H, W, 3) uint8 RGB with Pillow only (never pickle, never
-  ``torch.load``). In order: the byte cap; the format, one of :data:`UPLOAD_FORMATS` (Pillow's
+  ``torch.load``), by the one image decoder of mirror3d (:mod:`mirror3d.data.images`, which the
+  lifting job, the datasets and the search demo use too). In order: the byte cap; the format,
+  one of :data:`UPLOAD_FORMATS` (Pillow's
   plug-ins that shell out or parse document formats, such as EPS through Ghostscript, are not
   tried); the pixel cap, read from the header before any pixel is decoded (the idea of Pillow's
   ``Image.MAX_IMAGE_PIXELS`` decompression-bomb check, with a smaller limit); the smallest side;
@@ -26,31 +28,31 @@ status the REST layer answers with (400, or 413 for too large).
 
 from __future__ import annotations
 
-import io
 import math
 import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from mirror3d.data.masks import estimate_mask, mask_values
+from mirror3d.data.images import IMAGE_FORMATS, ImageError, ImageLimits, open_image_data, to_rgb
+from mirror3d.data.masks import alpha_values, binary_mask_array, estimate_mask, mask_values
+from mirror3d.utils.errors import UserError
 
 __all__ = ["InputError", "UploadLimits", "UPLOAD_FORMATS", "MASK_SOURCES", "decode_upload", "image_input", "optional_box",
            "decode_mask_upload", "parse_box", "resolve_mask", "to_rgb_array"]
 
 #: Pillow format names an upload may have (Pillow's JPEG opener also reads the multi-picture
 #: MPO JPEGs many phones write).
-UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+UPLOAD_FORMATS = IMAGE_FORMATS
 #: Where :func:`resolve_mask` took the mask from.
 MASK_SOURCES = ("upload", "box", "estimate")
 #: GrabCut runs on a copy whose longer side is at most this (the mask is scaled back, nearest).
 GRABCUT_SIDE = 512
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """Bad input from a user: a one-line message and the HTTP ``status`` to answer with
     (400 bad request, 413 too large)."""
 
@@ -89,7 +91,9 @@ def _mb(n: int) -> str:
 
 
 def _open_checked(data, what: str, limits: UploadLimits, min_side: int | None) -> Image.Image:
-    """Size cap, format, pixel cap (from the header), smallest side, full decode, EXIF transpose.
+    """Size cap, then the one image decoder's checks (:func:`mirror3d.data.images.
+    open_image_data`: format, pixel cap from the header, smallest side, full decode, EXIF
+    transpose).
 
     Returns a loaded Pillow image in its own mode.
     """
@@ -102,64 +106,28 @@ def _open_checked(data, what: str, limits: UploadLimits, min_side: int | None) -
     if len(data) > limits.max_bytes:
         raise InputError(f"{what}: the upload is {_mb(len(data))}, more than the "
                          f"{_mb(limits.max_bytes)} limit", status=413)
-    Image.init()  # register every plug-in, so that `formats` names only known ones (idempotent)
+    image_limits = ImageLimits(max_pixels=limits.max_pixels, min_side=min_side or 1)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own cap below
-            img = Image.open(io.BytesIO(bytes(data)), formats=list(UPLOAD_FORMATS))
-    except Image.DecompressionBombError:
-        raise InputError(f"{what}: the header declares more pixels than the "
-                         f"{limits.max_pixels:,}-pixel limit", status=413) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
-        raise InputError(f"{what}: not an image Pillow can read (expected one of "
-                         f"{', '.join(UPLOAD_FORMATS)})") from None
-    w, h = img.size
-    if w * h > limits.max_pixels:
-        raise InputError(f"{what}: {w}x{h} pixels, more than the {limits.max_pixels:,}-pixel "
-                         f"limit", status=413)
-    if min_side is not None and min(w, h) < min_side:
-        raise InputError(f"{what}: {w}x{h} pixels, smaller than the {min_side}-pixel minimum "
-                         f"side")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img.load()
-            img = ImageOps.exif_transpose(img)
-    except Image.DecompressionBombError:
-        raise InputError(f"{what}: too many pixels to decode", status=413) from None
-    except (OSError, SyntaxError, ValueError, EOFError, TypeError) as e:
-        reason = " ".join(str(e).split()) or type(e).__name__
-        raise InputError(f"{what}: cannot decode the {img.format or 'image'} file "
-                         f"(truncated or corrupt: {reason})") from None
-    return img
-
-
-def _has_alpha(img: Image.Image) -> bool:
-    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        img.mode in ("P", "L", "RGB") and "transparency" in img.info)
+        return open_image_data(data, what, image_limits, min_side=min_side is not None)
+    except ImageError as e:
+        raise InputError(str(e), status=413 if e.too_large else 400) from None
 
 
 def to_rgb_array(img: Image.Image, what: str = "image") -> np.ndarray:
-    """A decoded Pillow image of any mode → (H, W, 3) uint8 RGB.
+    """A decoded Pillow image of any mode → (H, W, 3) uint8 RGB, by the one image decoder's
+    conversion (:func:`mirror3d.data.images.to_rgb`).
 
-    Transparency is composited on white; 16/32-bit integer grey (``I;16*``, ``I``) is scaled by
-    255/65535 (values clipped to 0..65535); ``F`` (float) images are refused; every other mode
-    (1, L, P, CMYK, YCbCr, LAB, HSV) goes through Pillow's ``convert("RGB")``.
+    Transparency is composited on white; 16-bit grey (``I;16*``, and ``I`` holding 0..65535) is
+    scaled by 255/65535; ``F`` (float) images and ``I`` images outside 0..65535 are refused;
+    every other mode (1, L, P, CMYK, YCbCr, LAB, HSV) goes through Pillow's ``convert("RGB")``.
 
     Raises:
-        InputError: a float image.
+        InputError: a refused mode.
     """
-    if img.mode == "F":
-        raise InputError(f"{what}: 32-bit float images are not supported; upload an 8- or "
-                         f"16-bit image")
-    if img.mode.startswith("I"):  # I;16, I;16B, I;16L, I
-        grey = np.clip(np.asarray(img).astype(np.float64), 0, 65535) * (255.0 / 65535.0)
-        return np.repeat(np.round(grey).astype(np.uint8)[..., None], 3, axis=2)
-    if _has_alpha(img):
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"), dtype=np.uint8).copy()
-    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    try:
+        return to_rgb(img, what)
+    except ImageError as e:
+        raise InputError(str(e)) from None
 
 
 def decode_upload(data: bytes, what: str = "image", limits: UploadLimits = UploadLimits()
@@ -222,13 +190,11 @@ def decode_mask_upload(data: bytes, shape: tuple[int, int], limits: UploadLimits
     if img.size != (w, h):
         raise InputError(f"{what}: {img.size[0]}x{img.size[1]} pixels but the image is {w}x{h} "
                          f"(W x H); draw the mask on the same image")
-    if _has_alpha(img):
-        alpha = np.asarray(img.convert("RGBA"))[..., 3]
-        if alpha.min() != alpha.max():
-            return alpha > 127
-        img = img.convert("RGB")
-    if img.mode == "F":
-        raise InputError(f"{what}: 32-bit float masks are not supported; upload an 8-bit mask")
+    alpha = alpha_values(img)
+    if alpha is not None:
+        return alpha > 127
+    if img.mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in img.info:
+        img = img.convert("LA").convert("L") if img.mode == "La" else img.convert("RGB")
     values = mask_values(img)
     if img.mode == "P" or values.max(initial=0) <= 1:
         return values > 0
@@ -330,7 +296,8 @@ def resolve_mask(image: np.ndarray, mask: np.ndarray | None = None, box=None, se
 
     Args:
         image: (H, W, 3) uint8 RGB.
-        mask: (H, W) bool (or 0/1, 0..255) mask the user gave, or None. Wins over ``box``.
+        mask: (H, W) mask the user gave — bool, or values all 0/1 or all 0/255
+            (:func:`mirror3d.data.masks.binary_mask_array`) —, or None. Wins over ``box``.
         box: a box for :func:`parse_box`, or None: GrabCut initialised with it.
         seed: GrabCut's RNG seed (deterministic results).
 
@@ -341,8 +308,8 @@ def resolve_mask(image: np.ndarray, mask: np.ndarray | None = None, box=None, se
         (mask (H, W) bool, source: ``"upload"`` | ``"box"`` | ``"estimate"``).
 
     Raises:
-        InputError: a mask of another shape, a bad box, or a mask that is empty or covers the
-            whole image (the message says how to fix it).
+        InputError: a mask of another shape or with other values, a bad box, or a mask that is
+            empty or covers the whole image (the message says how to fix it).
     """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -355,12 +322,10 @@ def resolve_mask(image: np.ndarray, mask: np.ndarray | None = None, box=None, se
         if m.shape != (h, w):
             shown = f"{m.shape[1]}x{m.shape[0]}" if m.ndim == 2 else str(m.shape)
             raise InputError(f"mask: {shown} pixels but the image is {w}x{h} (W x H)")
-        if m.dtype == np.bool_:
-            fg = m
-        elif np.issubdtype(m.dtype, np.number):
-            fg = m > (0 if m.max(initial=0) <= 1 else 127)
-        else:
-            raise InputError(f"mask: expected a bool or numeric array, got dtype {m.dtype}")
+        try:
+            fg = binary_mask_array(m, "mask")  # the API's rule: bool, 0/1 or 0/255
+        except ValueError as e:
+            raise InputError(str(e)) from None
         source, how = "upload", "in the uploaded mask"
     elif box is not None:
         fg = _grabcut(image, parse_box(box, (h, w)), seed)

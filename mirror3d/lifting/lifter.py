@@ -10,8 +10,11 @@ shard (:meth:`ShardLifter.lift_job`). It knows nothing of Ray: the in-process ru
 Bad input never stops a shard; it is counted in the shard's meta file
 ``<out>/_meta/<shard>.json``:
 
-- ``bad``: an image (or its mask) that cannot be read or decoded, a failed mask estimation, or a
-  mask the reconstructor cannot use (:class:`mirror3d.models.casl.MaskError`: empty, full, or
+- ``bad``: an image (or its mask) that cannot be read or decoded or is refused by the image
+  decoder (:mod:`mirror3d.data.images`: a format or Pillow mode it does not take, more pixels than
+  ``max_pixels``, a side below ``min_side``), a mask of another size than its image
+  (:class:`mirror3d.data.decode.MaskSizeError`, unless ``mask_mismatch="resize"``), a failed mask
+  estimation, or a mask the reconstructor cannot use (:class:`mirror3d.models.casl.MaskError`: empty, full, or
   with no foreground pixel left at the model's input size — e.g. a GrabCut estimate of 3 pixels);
 - ``no_mask``: a ``casl-*`` mode and no mask for the image (``missing_mask="skip"``);
 - ``estimated``: no mask file, the mask was estimated by GrabCut (``missing_mask="estimate"``);
@@ -36,6 +39,7 @@ import numpy as np
 import torch
 
 from mirror3d.data.decode import decode_image
+from mirror3d.data.images import ImageLimits
 from mirror3d.lifting.config import LiftConfig
 from mirror3d.lifting.modes import MODES_NEEDING_MASK, MissingMask, TooFewPoints, lift_image, seed_for_key
 from mirror3d.lifting.plan import ShardJob
@@ -44,25 +48,34 @@ from mirror3d.lifting.shards import write_shard
 from mirror3d.models.casl import MaskError
 from mirror3d.utils.files import atomic_write
 
-__all__ = ["META_DIR", "load_sample_image", "ShardLifter"]
+__all__ = ["META_DIR", "image_limits", "load_sample_image", "ShardLifter"]
 
 #: The folder of the out dir holding the per-shard meta files, the settings and the summary.
 META_DIR = "_meta"
 
 
+def image_limits(cfg: LiftConfig) -> ImageLimits:
+    """The image decoder's limits of a lifting config: ``cfg.max_pixels`` and ``cfg.min_side``."""
+    return ImageLimits(max_pixels=cfg.max_pixels, min_side=cfg.min_side)
+
+
 def load_sample_image(path: str, mask_path: str, cfg: LiftConfig,
                       estimate_seed: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Decode an image (H, W, 3) uint8 and its mask (H, W) bool or None, resized to
-    ``cfg.image_size`` (bicubic for the image, nearest for the mask; a mask of another size
-    than its image is resized to the image's). Without ``mask_path``, ``estimate_seed`` given:
-    the mask is estimated by GrabCut with that seed.
+    ``cfg.image_size`` (bicubic for the image, nearest for the mask). The image decoder's limits
+    are :func:`image_limits`; a mask of another size than its image is an error
+    (:class:`~mirror3d.data.decode.MaskSizeError`) unless ``cfg.mask_mismatch`` is ``"resize"``
+    (then it is resized to the image's, nearest). Without ``mask_path``, ``estimate_seed``
+    given: the mask is estimated by GrabCut with that seed.
 
     Raises:
         FileNotFoundError, ValueError: see :func:`mirror3d.data.decode.decode_image`.
     """
     d = decode_image(path, mask_path or None, mask_threshold=cfg.mask_threshold,
                      missing_mask="none" if estimate_seed is None else "estimate",
-                     image_size=cfg.image_size, seed=estimate_seed or 0, mask_mismatch="resize")
+                     image_size=cfg.image_size, seed=estimate_seed or 0,
+                     mask_mismatch=cfg.mask_mismatch,
+                     limits=image_limits(cfg))
     return d.image, d.mask
 
 

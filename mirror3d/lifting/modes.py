@@ -40,8 +40,10 @@ from typing import Literal
 import numpy as np
 import torch
 
+from mirror3d.data.masks import binary_mask_array
 from mirror3d.lifting.flat import lift_flat
 from mirror3d.lifting.visible import Reconstructor, check_image_mask, lift_visible
+from mirror3d.utils.errors import UserError
 
 __all__ = [
     "LIFT_MODES",
@@ -61,11 +63,11 @@ LIFT_MODES = ("flat", "casl-visible", "casl-visible+bg")
 MODES_NEEDING_MASK = frozenset({"casl-visible", "casl-visible+bg"})
 
 
-class MissingMask(ValueError):
+class MissingMask(UserError, ValueError):
     """A mode that needs a foreground mask was given none."""
 
 
-class TooFewPoints(ValueError):
+class TooFewPoints(UserError, ValueError):
     """A lifted cloud has fewer than ``min_points`` points and the policy is to reject it (or it
     has no point at all)."""
 
@@ -166,7 +168,9 @@ def lift_image(
 
     Args:
         image: (H, W, 3) uint8.
-        mask: (H, W) bool foreground, or None (only ``flat`` accepts None).
+        mask: (H, W) foreground: bool, or values all 0/1 or all 0/255
+            (:func:`mirror3d.data.masks.binary_mask_array`); or None (only ``flat`` accepts
+            None). It must have the image's size (never resized here).
         mode: one of :data:`LIFT_MODES`.
         reconstructor: required by the ``casl-*`` modes (built once, reused for many images).
         params: :class:`LiftParams`.
@@ -183,6 +187,8 @@ def lift_image(
     """
     if mode not in LIFT_MODES:
         raise ValueError(f"mode: expected one of {LIFT_MODES}, got {mode!r}")
+    if mask is not None:
+        mask = binary_mask_array(mask, "mask")
     if mode == "flat":
         rgb, m = check_image_mask(image, mask, mask_required=False)
         pts = lift_flat(rgb, height=params.height)

@@ -10,6 +10,7 @@ from PIL import Image
 import dataset_fixtures as fx
 from mirror3d.data.decode import (BAD_LIST_NAME, decode_image, read_bad_list,
                                   write_bad_list)
+from mirror3d.data.images import ImageLimits
 from mirror3d.data.masks import estimate_mask, load_binary_mask, load_rgb
 from mirror3d.data.transforms import crop_pair, enlarged_bbox, resize_pair
 
@@ -76,15 +77,17 @@ def test_bad_files_raise_naming_the_file(tmp_path, pair):
         decode_image(tmp_path / "nothing.jpg")
     garbage = tmp_path / "garbage.jpg"
     garbage.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    with pytest.raises(ValueError, match="cannot decode image .*garbage.jpg"):
+    with pytest.raises(ValueError, match="^image .*garbage.jpg: cannot decode"):
         decode_image(garbage)
     with pytest.raises(ValueError, match=r"^mask .*garbage.jpg"):
         decode_image(ipath, garbage)
     with pytest.raises(ValueError, match=r"^mask .*none.png"):
         decode_image(ipath, tmp_path / "none.png")
     tiny = fx.write_rgb(tmp_path / "tiny.png", size=(3, 3))
+    with pytest.raises(ValueError, match="tiny.png: 3x3 pixels, smaller than the 8-pixel minimum"):
+        decode_image(tiny)
     with pytest.raises(ValueError, match="mask estimation failed"):
-        decode_image(tiny, missing_mask="estimate")
+        decode_image(tiny, missing_mask="estimate", limits=ImageLimits(min_side=1))
     np.testing.assert_array_equal(decode_image(ipath).image, load_rgb(ipath))
 
 

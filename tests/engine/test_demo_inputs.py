@@ -219,7 +219,7 @@ def test_mask_uploads_of_every_kind():
     noisy = decode_mask_upload(_png((truth * 255).astype(np.uint8), format="JPEG", quality=80),
                                (h, w))
     assert (noisy != truth).mean() < 0.02
-    with pytest.raises(InputError, match="mask: not an image"):
+    with pytest.raises(InputError, match="mask: cannot decode, not an image"):
         decode_mask_upload(b"nope", (h, w))
 
 

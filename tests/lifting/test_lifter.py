@@ -10,6 +10,7 @@ from PIL import Image
 
 import dataset_fixtures as fx
 from lifting.lift_fixtures import lift_cfg, make_lift_tree
+from mirror3d.data.decode import MaskSizeError
 from mirror3d.lifting.lifter import META_DIR, ShardLifter, load_sample_image
 from mirror3d.lifting.plan import plan_shards
 from mirror3d.lifting.reconstructors import build_reconstructor, check_reconstructor
@@ -40,14 +41,21 @@ def test_lifter_reuses_one_reconstructor_and_writes_meta(tmp_path):
 
 def test_load_sample_image_resizes_image_and_mask(tmp_path):
     img = fx.write_rgb(tmp_path / "a.jpg", size=(8, 16), seed=1)
-    mask = np.zeros((32, 16), np.uint8)  # another size than the image: resized to the image's
-    mask[8:24, 4:12] = 255
+    mask = np.zeros((16, 8), np.uint8)
+    mask[4:12, 2:6] = 255
     mpath = fx.write_mask(tmp_path / "a.png", mask)
     cfg = lift_cfg({"root": str(tmp_path), "masks": str(tmp_path)}, tmp_path, image_size=(4, 8))
     image, m = load_sample_image(str(img), str(mpath), cfg)
     want = np.asarray(Image.open(img).convert("RGB").resize((4, 8), Image.BICUBIC))
     np.testing.assert_array_equal(image, want)
     assert m.shape == (8, 4) and m.dtype == bool and m[4, 2] and not m[0, 0]
+    # a mask of another size than its image is bad input by default, never resized silently
+    big = fx.write_mask(tmp_path / "big.png", np.kron(mask, np.ones((2, 2), np.uint8)))
+    with pytest.raises(MaskSizeError, match=r"big.png is 16x32 but the image is 8x16"):
+        load_sample_image(str(img), str(big), cfg)
+    cfg.mask_mismatch = "resize"  # asked for: resized (nearest) to the image's size
+    _, m2 = load_sample_image(str(img), str(big), cfg)
+    np.testing.assert_array_equal(m2, m)
     image, m = load_sample_image(str(img), "", cfg)
     assert m is None and image.shape == (8, 4, 3)
     _, est = load_sample_image(str(img), "", cfg, estimate_seed=3)

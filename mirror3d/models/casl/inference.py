@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mirror3d.data.images import to_rgb
+from mirror3d.data.masks import binary_mask_array
 from mirror3d.models.casl.losses import CaslLossConfig
 from mirror3d.models.casl.networks import CaslAttributes
 from mirror3d.models.casl.refine import RefineHistory, refine_attributes
@@ -29,11 +31,13 @@ from mirror3d.render.camera import Camera, look_at_camera
 from mirror3d.render.mesh_io import export_mesh
 from mirror3d.utils.checkpoint import CheckpointError, load_checkpoint
 from mirror3d.utils.config import config_from_dict, config_to_dict
+from mirror3d.utils.errors import UserError
 
-__all__ = ["load_casl", "CaslPredictor", "Reconstruction", "CameraParams", "MaskError"]
+__all__ = ["load_casl", "CaslPredictor", "Reconstruction", "CameraParams", "MaskError",
+           "FLOAT_RANGES"]
 
 
-class MaskError(ValueError):
+class MaskError(UserError, ValueError):
     """A mask that is readable but unusable as a silhouette: empty, covering the whole image, or
     with no foreground pixel left at the model's input size. Callers that lift many images
     (the lifting job) count such an image as bad input; any other ``ValueError`` is a bug or a
@@ -103,14 +107,22 @@ class Reconstruction:
         return export_mesh(path, self.vertices, self.faces, self.face_uvs, self.texture)
 
 
-def _to_image_array(image, name: str = "image") -> np.ndarray:
+#: The value ranges a float image may be declared in (``float_range`` of
+#: :meth:`CaslPredictor.prepare`): its largest value, white.
+FLOAT_RANGES = {"0..1": 1.0, "0..255": 255.0}
+
+
+def _to_image_array(image, name: str = "image", float_range: str = "0..1") -> np.ndarray:
     """An H×W×3 uint8 array from the accepted image forms (see :meth:`CaslPredictor.prepare`).
 
     Raises:
         ValueError: naming ``name`` and what was expected.
     """
+    if float_range not in FLOAT_RANGES:
+        raise ValueError(f"float_range: expected one of {sorted(FLOAT_RANGES)}, got "
+                         f"{float_range!r}")
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))  # PIL modes (L, RGBA, P, ...) on purpose
+        image = to_rgb(image, name)  # the one image decoder's conversion of every Pillow mode
     elif isinstance(image, torch.Tensor):
         t = image.detach().cpu()
         if t.dim() == 3 and t.shape[0] == 3 and t.shape[2] != 3:
@@ -132,21 +144,28 @@ def _to_image_array(image, name: str = "image") -> np.ndarray:
     if not np.isfinite(arr).all():
         raise ValueError(f"{name}: expected finite values, got {int((~np.isfinite(arr)).sum())} "
                          f"NaN/inf value(s)")
+    top = FLOAT_RANGES[float_range]
     lo, hi = float(arr.min()), float(arr.max())
-    if lo < 0.0 or hi > 1.0:
-        raise ValueError(f"{name}: expected float values in [0, 1], got values in [{lo:g}, {hi:g}]"
-                         f"{' (0..255 floats? divide by 255 or pass uint8)' if hi > 1.0 else ''}")
-    return (arr.astype(np.float64) * 255.0).round().astype(np.uint8)
+    if lo < 0.0 or hi > top:
+        hint = (" (0..255 floats? pass float_range='0..255', divide by 255 or pass uint8)"
+                if top == 1.0 and hi <= 255.0 else "")
+        raise ValueError(f"{name}: expected float values in [0, {top:g}] (float_range="
+                         f"{float_range!r}), got values in [{lo:g}, {hi:g}]{hint}")
+    return (arr.astype(np.float64) * (255.0 / top)).round().astype(np.uint8)
 
 
 def _to_mask_array(mask, shape: tuple[int, int], name: str = "mask") -> np.ndarray:
-    """An H×W bool foreground from the accepted mask forms (see :meth:`CaslPredictor.prepare`).
+    """An H×W bool foreground from the accepted mask forms (see :meth:`CaslPredictor.prepare`):
+    bool, or values all in {0, 1} or all in {0, 255} (any integer or float dtype).
 
     Raises:
         ValueError: naming ``name`` and what was expected.
     """
     if isinstance(mask, Image.Image):
-        mask = np.asarray(mask.convert("L"))
+        if mask.mode not in ("1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N"):
+            raise ValueError(f"{name}: expected a one-channel PIL mask (mode 1, L, P or I), got "
+                             f"mode {mask.mode!r}")
+        mask = np.asarray(mask)
     elif isinstance(mask, torch.Tensor):
         mask = mask.detach().cpu().numpy()
     m = np.asarray(mask)
@@ -155,24 +174,7 @@ def _to_mask_array(mask, shape: tuple[int, int], name: str = "mask") -> np.ndarr
     if m.shape != tuple(shape):
         raise ValueError(f"{name}: expected shape {tuple(shape)} like the image (H, W), got "
                          f"{m.shape}")
-    if m.dtype == np.bool_:
-        fg = m
-    elif np.issubdtype(m.dtype, np.integer):
-        lo, hi = int(m.min()), int(m.max())
-        if lo < 0 or hi > 255:
-            raise ValueError(f"{name}: expected integer values 0/1 or 0..255, got values in "
-                             f"[{lo}, {hi}]")
-        fg = m > 0 if hi <= 1 else m > 127  # a 0/1 mask is a mask, not "all background"
-    elif np.issubdtype(m.dtype, np.floating):
-        if not np.isfinite(m).all():
-            raise ValueError(f"{name}: expected finite values, got NaN/inf")
-        lo, hi = float(m.min()), float(m.max())
-        if lo < 0.0 or hi > 1.0:
-            raise ValueError(f"{name}: expected float values in [0, 1], got values in "
-                             f"[{lo:g}, {hi:g}]")
-        fg = m > 0.5
-    else:
-        raise ValueError(f"{name}: expected a bool, integer or float mask, got dtype {m.dtype}")
+    fg = binary_mask_array(m, name)  # a 0/1 mask is a mask, not "all background"
     if not fg.any():
         raise MaskError(f"{name}: empty (no foreground pixel); expected a person's silhouette")
     if fg.all():
@@ -220,20 +222,25 @@ class CaslPredictor:
         saved = self.config.get("loss") or {}
         return config_from_dict(CaslLossConfig, {k: v for k, v in saved.items() if k in known})
 
-    def prepare(self, image, mask) -> torch.Tensor:
+    def prepare(self, image, mask, float_range: str = "0..1") -> torch.Tensor:
         """Image + mask → the (1, 4, h, w) input at the model's size (bicubic RGB, nearest mask).
 
-        Accepted images: an H×W×3 array of uint8 (0..255) or of floats in [0, 1] (finite), a
-        torch tensor of the same (H×W×3 or 3×H×W), or a PIL image of any mode (converted to RGB
-        by PIL on purpose: gray replicated, alpha dropped). Gray (H×W) or 4-channel arrays are
-        refused. Accepted masks: H×W (or H×W×1) of bool, integers 0/1 or 0..255 (> 127), floats
-        in [0, 1] (> 0.5), or a PIL image (as its 8-bit gray values); at least one foreground and
-        one background pixel.
+        Accepted images: an H×W×3 array of uint8 (0..255) or of finite floats in [0, 1] — or in
+        [0, 255] when declared with ``float_range="0..255"`` (never clamped: values outside the
+        range are refused) —, a torch tensor of the same (H×W×3 or 3×H×W), or a PIL image of any
+        mode (converted to RGB by the one image decoder, :func:`mirror3d.data.images.to_rgb`:
+        gray replicated, alpha composited on white, 16-bit scaled; float ``F`` refused; the
+        image is taken as given, no EXIF rotation). Gray (H×W) or 4-channel arrays are refused.
+        Accepted masks: H×W (or H×W×1) of bool, or of numbers (integer or float) that are all
+        0/1 or all 0/255, or a one-channel PIL image (modes 1, L, P, I) of such values; at
+        least one foreground and one background pixel. Soft or other-valued masks are refused
+        (threshold them first).
 
         Raises:
-            ValueError: naming ``image`` or ``mask`` and what was expected.
+            ValueError: naming ``image``, ``mask`` or ``float_range`` and what was expected
+                (:class:`MaskError` for an empty or full mask).
         """
-        img = _to_image_array(image, "image")
+        img = _to_image_array(image, "image", float_range)
         m = _to_mask_array(mask, img.shape[:2])
         w, h = self.model.image_size
         rgb = np.asarray(Image.fromarray(img).resize((w, h), Image.BICUBIC), np.float32) / 255.0
@@ -256,8 +263,9 @@ class CaslPredictor:
 
     @torch.no_grad()
     def reconstruct(self, image, mask, refine_steps: int | None = None,
-                    seed: int = 0) -> Reconstruction:
-        """Reconstruct one image + mask (see :class:`Reconstruction` and :meth:`prepare`).
+                    seed: int = 0, float_range: str = "0..1") -> Reconstruction:
+        """Reconstruct one image + mask (see :class:`Reconstruction` and :meth:`prepare`;
+        ``float_range``: the declared range of a float image, ``"0..1"`` or ``"0..255"``).
 
         ``refine_steps`` (default :attr:`refine_steps`): N > 0 continues from the network's
         prediction with N steps of test-time refinement of this image's attributes
@@ -267,7 +275,7 @@ class CaslPredictor:
             ValueError: a bad image or mask (see :meth:`prepare`), a bad ``refine_steps``.
         """
         steps = self.refine_steps if refine_steps is None else _check_steps(refine_steps)
-        x = self.prepare(image, mask)
+        x = self.prepare(image, mask, float_range)
         attrs = self.model.encode(x)
         history = None
         if steps > 0:
@@ -304,7 +312,13 @@ def load_casl(path: str | os.PathLike, device: str | torch.device = "cpu",
     config = state.get("config")
     if not isinstance(config, Mapping):
         raise CheckpointError(f"checkpoint {p}: holds no training config")
-    model = build_casl_model(config)
+    if not isinstance(state.get("model"), Mapping):
+        raise CheckpointError(f"checkpoint {p}: holds no model weights (a 'model' state dict)")
+    try:
+        model = build_casl_model(config)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {p}: its training config does not describe a CASL "
+                              f"model ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:

@@ -113,8 +113,11 @@ def _bad_cases():
         ("0..255 float tensor", torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1), mask,
          "image", r"in \[0, 1\]"),
         ("nan mask", img, np.where(mask, np.nan, 0.0), "mask", "finite"),
-        ("mask floats over 1", img, mask * 255.0, "mask", r"in \[0, 1\]"),
-        ("mask ints over 255", img, mask.astype(np.int32) * 1000, "mask", "0/1 or 0..255"),
+        ("mask floats in (0, 1)", img, mask * 0.7, "mask", r"0/1 or 0/255, got values \{0, 0\.7\}"),
+        ("mask ints over 255", img, mask.astype(np.int32) * 1000, "mask", "0/1 or 0/255"),
+        ("soft uint8 mask", img, (mask * 200).astype(np.uint8), "mask", "threshold it first"),
+        ("rgb PIL mask", img, Image.fromarray(np.repeat(mask[..., None], 3, 2).astype(np.uint8) * 255),
+         "mask", "one-channel PIL mask"),
     ]
 
 
