@@ -49,12 +49,15 @@ def test_checkpoint_round_trip_kind_and_corruption(tmp_path):
     run = tmp_path / "run"
     for e in (0, 3):
         save_checkpoint(run / "checkpoints" / f"epoch_{e:04d}" / "checkpoint.pt", "casl",
-                        {"epoch": e, "w": torch.ones(2) * e})
+                        {"epoch": e, "model": {"w": torch.ones(2) * e}})
     assert latest_checkpoint(run).parent.name == "epoch_0003"
     state = load_checkpoint(run, "casl")  # a run dir means its newest checkpoint
     assert state["epoch"] == 3 and state["format"] == "mirror3d/casl"
     assert resolve_resume(str(run), "casl").endswith("epoch_0003/checkpoint.pt")
     assert resolve_resume("", "casl") == ""
+    weightless = save_checkpoint(tmp_path / "weightless.pt", "casl", {"epoch": 1})
+    with pytest.raises(CheckpointError, match="weightless.pt holds no model"):
+        resolve_resume(str(weightless), "casl")  # found before any worker starts, not a KeyError
     with pytest.raises(CheckpointError, match="expected format 'mirror3d/reid'"):
         load_checkpoint(run, "reid")
     cut = tmp_path / "cut.pt"
