@@ -122,6 +122,9 @@ class ReconstructionDataset(_EpochMixin, Dataset):
             records = keep_by_ratio(self.with_ratios(records), lo, hi)
         self.ratio_range = ratio_range
         self.records = records
+        #: the training input in numbers (read, used, skipped by reason), set by the trainer
+        #: that built this dataset (:func:`mirror3d.engine.casl_train.load_casl_data`)
+        self.input_report: dict | None = None
 
     def __len__(self) -> int:
         return len(self.records)

@@ -115,6 +115,8 @@ class ReadSummary:
         skipped: number of entries skipped with ``skip_bad=True``.
         skipped_names: the skipped names (all of them).
         estimated_masks: reconstruction readers: number of records with an estimated mask.
+        left_out: files the reader found but gave no record, as ``(path, split, reason)``
+            (e.g. Market-HQ images without a mask: ``"no mask"``); counted, never silent.
     """
 
     dataset: str
@@ -122,6 +124,7 @@ class ReadSummary:
     skipped: int = 0
     skipped_names: list[str] = field(default_factory=list)
     estimated_masks: int = 0
+    left_out: list[tuple[str, str, str]] = field(default_factory=list)
 
     def __str__(self) -> str:
         parts = [
@@ -133,6 +136,11 @@ class ReadSummary:
             text += f"; skipped {self.skipped}"
         if self.estimated_masks:
             text += f"; {self.estimated_masks} estimated masks"
+        reasons: dict[str, int] = {}
+        for _, _, reason in self.left_out:
+            reasons[reason] = reasons.get(reason, 0) + 1
+        for reason, n in reasons.items():
+            text += f"; left out {n} ({reason})"
         return text
 
 

@@ -53,7 +53,8 @@ from mirror3d.render.mesh_io import export_mesh
 from mirror3d.utils.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from mirror3d.utils.config import config_to_dict
 from mirror3d.utils.files import atomic_write
-from mirror3d.utils.rundir import append_metrics, trim_metrics
+from mirror3d.utils.rundir import (append_metrics, check_usable, counts_line, trim_metrics,
+                                   write_skipped)
 
 __all__ = ["KIND", "CaslDataConfig", "CaslOptimConfig", "CaslTrainConfig", "casl_records",
            "load_casl_data", "step_settings", "casl_warm_up", "train_casl_loop"]
@@ -79,6 +80,10 @@ class CaslDataConfig:
         "range": (0.0, 1.0), "help": "the prototype loop's clean subset"})
     max_train: int = field(default=0, metadata={"range": (0, None), "help": "cap (0 = all)"})
     max_test: int = field(default=256, metadata={"range": (0, None), "help": "cap (0 = all)"})
+    min_usable_fraction: float = field(default=0.5, metadata={
+        "range": (0.0, 1.0), "help": "fail when fewer than this fraction of the training images "
+                                     "found (max_train aside) are usable: with a mask, inside "
+                                     "ratio_range (none at all always fails)"})
     workers: int = field(default=0, metadata={"range": (0, 64), "help": "DataLoader workers"})
     oracle_camera: bool = field(default=False, metadata={
         "help": "diagnostic only, never self-supervised: feed SynthPeople's true cameras instead "
@@ -135,8 +140,14 @@ class CaslTrainConfig:
     ellipsoid: float = field(default=2.0, metadata={"range": (1e-3, None)})
     sigma: float = field(default=7000.0, metadata={"range": (1e-3, None)})
     out_dir: str = field(default="runs/casl", metadata={"help": "job directory"})
-    name: str = field(default="", metadata={"help": "run name (default: a timestamp)"})
-    resume: str = field(default="", metadata={"help": "checkpoint or run dir to resume from"})
+    name: str = field(default="", metadata={
+        "help": "run name (default: a timestamp); an existing run of that name is continued only "
+                "with --resume <that run>, replaced only with --overwrite, else refused"})
+    resume: str = field(default="", metadata={
+        "help": "checkpoint or run dir to resume from: the run itself (continued in place) or "
+                "another run (a new run starts from its checkpoint)"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace an existing run of this name (all its files go first)"})
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
@@ -148,30 +159,78 @@ def casl_records(cfg: CaslTrainConfig):
     Raises:
         FileNotFoundError: no data root.  ValueError: no training images.
     """
-    records, _ = read_recon(cfg.data.reader, cfg.data.root)
+    train, test, _ = _casl_records(cfg)
+    return train, test
+
+
+#: The training-input report's skip reasons (see :func:`casl_input_report`).
+NO_MASK, BAD_ENTRY, OUT_OF_RATIO, OVER_CAP = ("no mask", "bad entry", "foreground ratio outside "
+                                              "data.ratio_range", "over data.max_train")
+
+
+def _casl_records(cfg: CaslTrainConfig):
+    """:func:`casl_records` and the training images the reader left out: ``(path, reason)``."""
+    records, summary = read_recon(cfg.data.reader, cfg.data.root)
     train = [r for r in records if r.split in ("train", "all")]
     test = [r for r in records if r.split == "test"] or train[-max(1, len(train) // 10):]
+    left = [(p, reason) for p, split, reason in summary.left_out if split in ("train", "all")]
+    left += [(name, BAD_ENTRY) for name in summary.skipped_names]
     if not train:
-        raise ValueError(f"data.root: no training images under {cfg.data.root}")
+        extra = f" ({len(left)} left out: {left[0][1]}, e.g. {left[0][0]})" if left else ""
+        raise ValueError(f"data.root: no training images under {cfg.data.root}{extra}")
     if cfg.data.max_train:
+        left += [(r.image_path, OVER_CAP) for r in train[cfg.data.max_train:]]
         train = train[: cfg.data.max_train]
     if cfg.data.max_test:
         test = test[: cfg.data.max_test]
-    return train, test
+    return train, test, left
+
+
+def casl_input_report(found: int, used_paths: set[str], train_records,
+                      left: list[tuple[str, str]]) -> dict:
+    """The training input in numbers: ``{"read", "used", "skipped": {reason: n}, "items":
+    [(path, reason)], "counts_line"}``. ``read`` counts every training image found (with or
+    without a mask); the ones ``data.max_train`` leaves out are listed but not held against
+    ``data.min_usable_fraction``."""
+    items = list(left) + [(r.image_path, OUT_OF_RATIO) for r in train_records
+                          if r.image_path not in used_paths]
+    skipped: dict[str, int] = {}
+    for _, reason in items:
+        skipped[reason] = skipped.get(reason, 0) + 1
+    report = {"read": found, "used": len(used_paths), "skipped": skipped,
+              "items": [list(x) for x in items]}
+    report["counts_line"] = counts_line("train-casl", found, len(used_paths), skipped)
+    return report
+
+
+def write_input_report(run_dir: str | os.PathLike, report: dict) -> None:
+    """``skipped.tsv`` (path<TAB>reason) of a training input report in ``run_dir``."""
+    write_skipped(run_dir, [(str(p), str(r)) for p, r in report["items"]])
 
 
 def load_casl_data(cfg: CaslTrainConfig):
     """(train, clean, test) datasets: training images inside ``data.ratio_range`` (augmented),
     the prototype loop's clean subset inside ``data.clean_range``, the held-out images.
 
+    The training set's input report (:func:`casl_input_report`: images read, used, skipped by
+    reason) is ``train.input_report``; the trainer writes it to the run directory.
+
     Raises:
         ValueError: fewer training images than ``optim.batch_size`` after the ratio filter.
+        DataError: no usable training image, or fewer than ``data.min_usable_fraction`` of those
+            found (images without masks and outside the ratio range count against it).
     """
-    train_r, test_r = casl_records(cfg)
+    train_r, test_r, left = _casl_records(cfg)
     size = tuple(cfg.data.image_size)
     aug = None if cfg.data.aug == "none" else cfg.data.aug
     train = ReconstructionDataset(train_r, size, aug=aug, bg=cfg.data.bg,
                                   ratio_range=tuple(cfg.data.ratio_range), seed=cfg.optim.seed)
+    capped = sum(1 for _, reason in left if reason == OVER_CAP)
+    found = len(train_r) + len(left)
+    report = casl_input_report(found, {r.image_path for r in train.records}, train_r, left)
+    check_usable("train-casl", found - capped, len(train), cfg.data.min_usable_fraction,
+                 {k: v for k, v in report["skipped"].items() if k != OVER_CAP})
+    train.input_report = report
     if len(train) < cfg.optim.batch_size:
         raise ValueError(f"data: {len(train)} training images after the foreground-ratio filter "
                          f"{tuple(cfg.data.ratio_range)}, fewer than optim.batch_size "
@@ -262,6 +321,7 @@ def _train_casl(cfg: CaslTrainConfig, run_dir: pathlib.Path, resume: str, device
             averaged = torch.optim.swa_utils.AveragedModel(model, use_buffers=False)
             averaged.load_state_dict(state["averaged"])
     if rank == 0:  # what an earlier attempt logged after the start point is logged again below
+        write_input_report(run_dir, train_ds.input_report)
         trim_metrics(run_dir, start_epoch - 1)
         trim_metrics(run_dir, step - 1, "curve.jsonl", key="step")
 
@@ -408,8 +468,10 @@ def _train_casl(cfg: CaslTrainConfig, run_dir: pathlib.Path, resume: str, device
                 model.face_uvs.cpu(), None)
     summary: dict[str, Any] = {"held_out_mask_iou": iou, "epochs_run": last_epoch + 1,
                                "steps": step, "minutes": clock.elapsed() / 60.0,
-                               "template_updates": proto.updates}
+                               "template_updates": proto.updates,
+                               "data": {k: v for k, v in train_ds.input_report.items()
+                                        if k != "items"}}
     atomic_write(run_dir / "train_summary.json", json.dumps(summary, indent=2))
-    tracker.log_metrics(summary, step=last_epoch)
+    tracker.log_metrics({k: v for k, v in summary.items() if k != "data"}, step=last_epoch)
     tracker.log_artifacts([run_dir / "template_final.obj", run_dir / "train_summary.json"])
     return summary

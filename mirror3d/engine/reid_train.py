@@ -39,6 +39,7 @@ import math
 import os
 import pathlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -60,10 +61,11 @@ from mirror3d.metrics.reid import evaluate, rank_gallery, scale_tta_features
 from mirror3d.metrics.reid_viz import ranked_results_grid
 from mirror3d.models.ognet.losses import batch_hard_triplet, circle_loss
 from mirror3d.models.registry import create_model, model_info
-from mirror3d.utils.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from mirror3d.utils.checkpoint import (CHECKPOINT_FILE, CheckpointError, load_checkpoint,
+                                       save_checkpoint)
 from mirror3d.utils.config import config_from_dict, config_to_dict
 from mirror3d.utils.files import atomic_write
-from mirror3d.utils.rundir import append_metrics, trim_metrics
+from mirror3d.utils.rundir import append_metrics, counts_line, trim_metrics, write_skipped
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +145,14 @@ class ReidTrainConfig:
     optim: ReidOptimConfig = field(default_factory=ReidOptimConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     out_dir: str = field(default="runs/ognet", metadata={"help": "job directory"})
-    name: str = field(default="", metadata={"help": "run name (default: a timestamp)"})
-    resume: str = field(default="", metadata={"help": "checkpoint or run dir to resume from"})
+    name: str = field(default="", metadata={
+        "help": "run name (default: a timestamp); an existing run of that name is continued only "
+                "with --resume <that run>, replaced only with --overwrite, else refused"})
+    resume: str = field(default="", metadata={
+        "help": "checkpoint or run dir to resume from: the run itself (continued in place) or "
+                "another run (a new run starts from its checkpoint)"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace an existing run of this name (all its files go first)"})
     eval_batch_size: int = field(default=64, metadata={"range": (1, 65536)})
     ranked_queries: int = field(default=6, metadata={"range": (0, 1000)})
     eval_densities: tuple[float, ...] = field(default=(), metadata={
@@ -205,6 +213,24 @@ class ReidData:
     gallery_meta: dict
 
 
+#: The run directory's record of the training input in numbers (:func:`write_input_counts`).
+INPUT_FILE = "input.json"
+
+
+def write_input_counts(run_dir: str | os.PathLike, data: ReidData) -> dict:
+    """``input.json`` (samples per split and the counts line) and an empty ``skipped.tsv`` in
+    ``run_dir``: the re-id trainer uses every sample it reads (images the lifting skipped are
+    listed in the lifting run's ``skipped.tsv``; a bad image of the 2D baseline's tree fails)."""
+    splits = {"train": len(data.train), "query": len(data.query), "gallery": len(data.gallery)}
+    total = sum(splits.values())
+    record = {"read": total, "used": total, "skipped": {}, "splits": splits,
+              "counts_line": counts_line("train-reid", total, total, {}, "samples")
+              + f" (train {splits['train']}, query {splits['query']}, gallery {splits['gallery']})"}
+    atomic_write(pathlib.Path(run_dir) / INPUT_FILE, json.dumps(record, indent=1))
+    write_skipped(run_dir, [])
+    return record
+
+
 def _relabel(pids: np.ndarray) -> tuple[np.ndarray, int]:
     uniq = np.unique(pids)
     lut = {p: i for i, p in enumerate(uniq)}
@@ -222,6 +248,9 @@ def load_reid_data(cfg: ReidTrainConfig) -> ReidData:
     if input_kind(cfg.model.name) == "image":
         records, _ = read_market1501(cfg.data.images)
         by = {s: [r for r in records if r.split == s] for s in ("train", "query", "gallery")}
+        for s, recs in by.items():
+            if not recs:
+                raise ValueError(f"data.images: no {s!r} images in {cfg.data.images}")
         labels, n_cls = _relabel(np.array([r.pid for r in by["train"]]))
         size = tuple(cfg.data.image_size)
         train = ReidImageDataset(by["train"], image_size=size, train=True, seed=cfg.optim.seed)
@@ -466,6 +495,7 @@ def _train_reid(cfg: ReidTrainConfig, run_dir: pathlib.Path, resume: str, device
             averaged = torch.optim.swa_utils.AveragedModel(model)
             averaged.load_state_dict(state["averaged"])
     if rank == 0:  # what an earlier attempt logged after the start point is logged again below
+        write_input_counts(run_dir, data)
         trim_metrics(run_dir, start_epoch - 1)
     ddp_model = model
     if world_size > 1:
@@ -585,7 +615,20 @@ def load_reid_model(path: str | os.PathLike, device="cpu") -> tuple[torch.nn.Mod
     if p.is_dir() and (p / "model_final.pt").exists():
         p = p / "model_final.pt"
     state = load_checkpoint(p, KIND)
-    cfg = config_from_dict(ReidTrainConfig, state["config"])
-    model = build_model(cfg, int(state["num_classes"]))
-    model.load_state_dict(state["model"])
+    missing = [k for k in ("config", "model", "num_classes") if k not in state]
+    if missing or not isinstance(state["config"], Mapping):
+        what = ", ".join(missing) or "a training config (a mapping)"
+        raise CheckpointError(f"checkpoint {p}: a re-id checkpoint without {what}; expected one "
+                              f"written by train-reid")
+    try:
+        cfg = config_from_dict(ReidTrainConfig, state["config"])
+        model = build_model(cfg, int(state["num_classes"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {p}: its training config does not describe a re-id "
+                              f"model ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {p}: weights do not fit the model of its own config "
+                              f"({str(exc).splitlines()[0]})") from None
     return model.to(device).eval(), cfg

@@ -39,4 +39,5 @@ def run(cfg: LiftConfig) -> int:
           f"({len(rep.lifted_shards)} lifted, {len(rep.skipped_shards)} already done; "
           f"bad {c['bad']}, no mask {c['no_mask']}, estimated masks {c['estimated']}, "
           f"rejected {c['rejected']}, padded {c['padded']}); run: {rep.run_dir}")
+    print(f"{s['counts_line']} (skipped images with reasons: {rep.run_dir}/skipped.tsv)")
     return 0

@@ -31,10 +31,16 @@ of the same name (``compose:``) and add only what differs. The pipeline sets the
 roots, output dirs, checkpoints) itself; ``{run_dir}`` in ``synth.out`` stands for the run
 directory (the smoke preset generates its own small dataset there).
 
+A run name that exists (a run with a started or finished stage) is continued only with
+``--resume``, replaced only with ``--overwrite`` (every file of the old run removed first; the
+dataset too when it lives in the run, as with ``--smoke``), and refused otherwise
+(:func:`mirror3d.utils.rundir.claim_run`), before Ray starts: ``make run ARGS=--resume``
+continues the default run.
+
 Every finished stage writes ``stages/<stage>.json`` holding a fingerprint of its settings and of
 the stages it depends on (:func:`mirror3d.utils.fingerprint.fingerprint`), its wall time and its
-result. A re-run reuses a stage whose fingerprint still matches and whose outputs exist, so after
-a crash the job resumes at the failed stage (the trainers resume from their newest checkpoint,
+result. A resumed run reuses a stage whose fingerprint still matches and whose outputs exist, so
+after a crash the job resumes at the failed stage (the trainers resume from their newest checkpoint,
 lifting from its finished shards; a resumed trainer's ``max_minutes`` budget starts afresh). A
 stage whose settings changed is run afresh, and so is every stage that depends on it;
 independent stages are kept.
@@ -72,6 +78,8 @@ from mirror3d.utils.checkpoint import latest_checkpoint
 from mirror3d.utils.config import ConfigError, config_to_dict, save_config, update_config
 from mirror3d.utils.files import atomic_write
 from mirror3d.utils.fingerprint import fingerprint
+from mirror3d.utils.preflight import check_output
+from mirror3d.utils.rundir import claim_run
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +117,14 @@ class PipelineConfig:
     """The end-to-end job. Sub-configs are the stand-alone jobs' configs; the pipeline sets their
     paths (data roots, output dirs, checkpoints) itself."""
 
-    name: str = field(default="default", metadata={"help": "run name under out_dir"})
+    name: str = field(default="default", metadata={
+        "help": "run name under out_dir; an existing run is continued only with --resume, "
+                "replaced only with --overwrite, else refused"})
+    resume: bool = field(default=False, metadata={
+        "help": "continue the run of this name: finished stages whose settings match are reused, "
+                "a stage that was cut off resumes"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace the run of this name (all its files removed first)"})
     out_dir: str = field(default="runs/pipeline", metadata={"help": "job directory"})
     title_note: str = field(default="", metadata={
         "help": "shown in brackets after the run name in report.md's title (e.g. 'smoke sizes')"})
@@ -135,6 +150,9 @@ class PipelineConfig:
     def validate(self) -> None:
         if not self.modes and not self.oracle_modes and not self.baseline:
             raise ConfigError("modes: expected at least one lifting mode or a baseline")
+        if self.resume and self.overwrite:
+            raise ConfigError("overwrite: --resume and --overwrite contradict each other; pass "
+                              "one of them")
 
 
 CONFIG = PipelineConfig
@@ -331,6 +349,13 @@ def _reid_stage(cfg: ReidTrainConfig, location: str, name: str, resume: bool,
             "resumed_from": str(ck) if ck else None}
 
 
+def _stages_started(run_dir: pathlib.Path) -> bool:
+    """Whether a pipeline run at ``run_dir`` holds work: a stage started or finished (a run
+    directory without one, e.g. of a start that failed before its first stage, holds none)."""
+    stages = run_dir / "stages"
+    return any(stages.glob("*.json")) or any(stages.glob("*.started"))
+
+
 def resolve_run_dir(cfg: PipelineConfig) -> tuple[PipelineConfig, pathlib.Path]:
     """The config with ``{run_dir}`` in ``synth.out`` filled in (with the run's location: a
     folder, or a storage URI with ``--storage``) and a local data path absolute, and the run
@@ -352,9 +377,13 @@ def run_location(cfg: PipelineConfig) -> str:
 
 def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
     """Run (or resume) the whole job; returns the run directory and the report's path."""
+    check_output(cfg.out_dir, "out_dir")  # before the run directory or Ray: one line
     cfg, run_dir = resolve_run_dir(cfg)
+    check_output(cfg.synth.out, "synth.out")
     location = run_location(cfg)
     storage.pull(location)  # a run in a store: its finished stages are reused
+    if cfg.resume or cfg.overwrite or _stages_started(run_dir):  # else: nothing to lose
+        claim_run(location, resume=cfg.resume, overwrite=cfg.overwrite)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     ensure_ray()

@@ -4,7 +4,10 @@ mesh reconstruction, self-supervised on images + masks — through Ray Train.
     python -m mirror3d train-casl --data.root data/synthpeople/Market-HQ --optim.max_minutes 30
     python -m mirror3d train-casl --smoke                   # two tiny epochs at 32x64
     python -m mirror3d train-casl --preset paper            # the paper's Market-HQ settings (GPU)
-    python -m mirror3d train-casl --resume runs/casl/<run> --optim.epochs 40
+    python -m mirror3d train-casl --name <run> --resume runs/casl/<run> --optim.epochs 40
+                                                            # continue <run> in place
+    python -m mirror3d train-casl --name <run> --overwrite  # replace <run>
+    (an existing <run> without --resume or --overwrite is refused)
 
 The run directory ``<out_dir>/<name>`` holds ``config.yaml``, ``metrics.jsonl``,
 ``checkpoints/``, ``templates/``, ``model_final.pt``, ``template_final.obj`` and
@@ -29,4 +32,7 @@ def run(cfg: CaslTrainConfig) -> int:
     summary = json.loads((run_dir / "train_summary.json").read_text())
     print(f"train-casl: held-out mask IoU {summary['held_out_mask_iou']:.1f}% after "
           f"{summary['epochs_run']} epochs -> {run_dir}")
+    if "data" in summary:  # read, used, skipped by reason (the items: skipped.tsv)
+        print(f"{summary['data']['counts_line']} (skipped images with reasons: "
+              f"{run_dir}/skipped.tsv)")
     return 0

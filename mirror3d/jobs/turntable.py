@@ -18,6 +18,7 @@ from mirror3d.render.turntable import demo_texture, render_turntable
 from mirror3d.utils import storage
 from mirror3d.utils.config import ConfigError
 from mirror3d.utils.pictures import save_gif, save_sheet
+from mirror3d.utils.preflight import check_output
 from mirror3d.utils.rundir import final_path, run_directory
 
 __all__ = ["CONFIG", "TurntableConfig", "run", "run_turntable"]
@@ -42,7 +43,10 @@ class TurntableConfig:
         metadata={"help": "9 spherical-harmonic lighting coefficients"},
     )
 
-    name: str = field(default="", metadata={"help": "run name (default: a timestamp)"})
+    name: str = field(default="", metadata={
+        "help": "run name (default: a timestamp); an existing run is refused unless --overwrite"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace the run of this name (when the new one is complete)"})
 
     def validate(self) -> None:
         if len(self.light) != 9:
@@ -57,6 +61,7 @@ CONFIG = TurntableConfig
 def run_turntable(cfg: TurntableConfig, progress: bool = True) -> pathlib.Path:
     """Render the template turntable; returns the run directory (``<out_dir>/<name>``) holding
     ``turntable.gif``, ``turntable_sheet.png`` and ``config.yaml``."""
+    check_output(cfg.out_dir, "out_dir")  # not a file, not under one, writable
     w, h = cfg.render.image_size
     renderer = MeshRenderer((h, w), sigma=cfg.render.sigma)
     verts, faces, uvs = template_mesh(cfg.render.ellipsoid)
@@ -64,7 +69,8 @@ def run_turntable(cfg: TurntableConfig, progress: bool = True) -> pathlib.Path:
     texture = demo_texture(2 * h, w)
     light = torch.tensor(cfg.light, dtype=torch.float32)
     parent, job = storage.split(cfg.out_dir)  # a folder or a storage URI
-    with run_directory(job, cfg.name or None, root=parent, config=cfg) as tmp:
+    with run_directory(job, cfg.name or None, root=parent, config=cfg,
+                       overwrite=cfg.overwrite) as tmp:
         frames = render_turntable(verts, faces, uvs, texture, light, renderer, cfg.frames,
                                   cfg.elevation, cfg.distance, progress=progress)
         save_gif(frames, tmp / "turntable.gif")

@@ -3,8 +3,9 @@
 :class:`LiftConfig` is the config of ``python -m mirror3d lift`` (:mod:`mirror3d.jobs.lift`) and
 the ``lift`` section of the pipeline. :data:`CONTENT_KEYS` are the settings the shards' content
 depends on: they are recorded next to the shards and compared when a run resumes
-(:func:`content_settings`, :mod:`mirror3d.utils.fingerprint`). The layering is described in
-docs/architecture.md.
+(:func:`content_settings`, :mod:`mirror3d.utils.fingerprint`), together with the identity of the
+dataset and mask files (:func:`mirror3d.utils.fingerprint.files_digest`, added by
+:func:`mirror3d.lifting.run.prepare_out`). The layering is described in docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ CONTENT_KEYS = ("root", "reader", "mask_dir", "mask_threshold", "missing_mask", 
                 "image_size", "mode",
                 "num_points", "min_points", "short", "oversample", "depth_tol", "height", "frame",
                 "seed",
-                "reconstructor", "checkpoint", "refine_steps", "shard_size")
+                "reconstructor", "checkpoint", "refine_steps", "shard_size",
+                "max_pixels", "min_side", "mask_mismatch")
 
 
 @dataclass
@@ -40,6 +42,15 @@ class LiftConfig:
                 "<img>_<r.rr>.png / <stem>.png masks, searched recursively (casl-* modes)"})
     mask_threshold: int = field(default=0, metadata={
         "range": (0, 254), "help": "mask pixels > this are foreground"})
+    max_pixels: int = field(default=25_000_000, metadata={
+        "range": (1, None), "help": "images with more pixels (W·H, read from the header before "
+                                    "decoding) are bad input, counted"})
+    min_side: int = field(default=8, metadata={
+        "range": (1, None), "help": "images whose smaller side is below this are bad input, "
+                                    "counted"})
+    mask_mismatch: Literal["error", "resize"] = field(default="error", metadata={
+        "help": "a mask of another size than its image: bad input (counted), or resized "
+                "(nearest)"})
     missing_mask: Literal["skip", "estimate"] = field(default="skip", metadata={
         "help": "casl-* modes, image without a mask file: skip it (counted), or estimate the "
                 "mask with GrabCut (counted); Market-HQ has no gallery masks"})
@@ -93,12 +104,17 @@ class LiftConfig:
     out: str = field(default="", metadata={
         "help": "shard directory (default: data/lifted/<mode>, '+' as '_')"})
     name: str = field(default="", metadata={
-        "help": "run name under runs/lift (default: a timestamp); a run of that name is replaced"})
+        "help": "run name under runs/lift (default: a timestamp); an existing run of that name "
+                "is refused unless --overwrite"})
     runs_root: str = field(default="runs", metadata={"help": "root of run directories"})
     preview: int = field(default=4, metadata={
         "range": (0, 1000), "help": "samples drawn as PNG (input + 3 views) and exported as PLY"})
     overwrite: bool = field(default=False, metadata={
-        "help": "replace shards lifted with different settings"})
+        "help": "replace the run of this --name if it exists, and shards in out lifted with "
+                "other settings (or another dataset)"})
+    min_usable_fraction: float = field(default=0.5, metadata={
+        "range": (0.0, 1.0), "help": "fail when fewer than this fraction of the images read "
+                                     "give a sample (none at all always fails)"})
     progress: bool = field(default=True, metadata={"help": "Ray Data progress bars"})
 
     def validate(self) -> None:

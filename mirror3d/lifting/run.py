@@ -16,8 +16,19 @@ Resuming: a shard is done when its meta file exists and its parquet exists (or t
 holds no row). Re-running lifts only the missing shards; since every random draw is seeded by
 the image path (relative to the dataset root) and ``seed``, the result is identical. The out dir
 keeps the settings it was lifted with (``_meta/lift_settings.json``, compared with
-:func:`mirror3d.utils.fingerprint.check_settings`); a re-run with different settings is refused
-unless ``overwrite``. The out dir may be a storage URI (``s3://...``; :mod:`mirror3d.utils.storage`):
+:func:`mirror3d.utils.fingerprint.check_settings`): the content settings (shard size included)
+and the identity of the dataset and mask files (``dataset`` / ``masks``: file list, sizes and
+times, :func:`mirror3d.utils.fingerprint.files_digest`); a re-run with different settings or
+another dataset is refused unless ``overwrite``. Settings only block when a shard was finished
+with them: a start that failed before its first shard removes them again (and an out dir without
+a finished shard takes the new settings), so the corrected re-run is never refused.
+
+Counts: the job ends with one line of counts (:func:`counts_text`: images read, samples written,
+skipped by reason) and writes the skipped images with their reasons to ``skipped.tsv`` in the run
+directory and in ``<out>/_meta/``; no sample at all, or fewer than ``min_usable_fraction`` of the
+images read, fails the job (:class:`~mirror3d.utils.errors.DataError`, before the run
+directory is made). A requested split without any image fails before any work. A run name that
+exists is refused unless ``overwrite`` (:mod:`mirror3d.utils.rundir`). The out dir may be a storage URI (``s3://...``; :mod:`mirror3d.utils.storage`):
 the shards are then written to this node's stage of it and pushed shard by shard (by the actor
 that lifted it), and the driver pulls the store before planning. docs/architecture.md describes the layering (this module is core; only
 :mod:`mirror3d.platform.lifting` imports Ray).
@@ -41,14 +52,26 @@ from mirror3d.lifting.reconstructors import check_reconstructor
 from mirror3d.lifting.shards import read_shards
 from mirror3d.lifting.viz import export_ply, save_lift_picture
 from mirror3d.utils import storage
+from mirror3d.utils.errors import DataError
 from mirror3d.utils.files import atomic_write
-from mirror3d.utils.fingerprint import check_settings, write_settings
-from mirror3d.utils.rundir import final_path, run_directory
+from mirror3d.utils.fingerprint import check_settings, files_digest, write_settings
+from mirror3d.utils.rundir import (
+    SKIPPED_FILE,
+    RunExistsError,
+    check_usable,
+    counts_line,
+    existing_run_message,
+    final_path,
+    run_directory,
+    run_exists,
+    write_skipped,
+)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SETTINGS_FILE", "SUMMARY_FILE", "LiftReport", "lift_dataset", "lift_in_process",
-           "prepare_out", "shard_done", "summarize", "log_problems", "save_pictures"]
+           "prepare_out", "lift_settings", "shard_done", "finished_shards", "summarize",
+           "log_problems", "save_pictures", "skipped_items", "skip_counts", "counts_text"]
 
 SETTINGS_FILE = "lift_settings.json"
 SUMMARY_FILE = "summary.json"
@@ -72,28 +95,72 @@ def _write_json(path: pathlib.Path, obj: object) -> None:
     atomic_write(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
-def prepare_out(cfg: LiftConfig) -> pathlib.Path:
-    """The out dir, with its settings recorded; an out dir lifted with other settings is
-    refused (ValueError naming the keys), or emptied with ``overwrite``."""
+def lift_settings(cfg: LiftConfig, jobs: Sequence[ShardJob] | None = None) -> dict:
+    """What ``<out>/_meta/lift_settings.json`` records: the content settings of ``cfg``
+    (:func:`~mirror3d.lifting.config.content_settings`) and, given the plan, the identity of
+    its image files (``dataset``) and mask files (``masks``, with ``mask_dir``)."""
+    settings = content_settings(cfg)
+    if jobs is not None:
+        settings["dataset"] = files_digest([p for j in jobs for p in j.paths], cfg.root)
+        if cfg.mask_dir:
+            settings["masks"] = files_digest([m for j in jobs for m in j.masks], cfg.mask_dir)
+    return settings
+
+
+def finished_shards(out: pathlib.Path) -> list[str]:
+    """The shards of ``out`` an earlier run finished (their meta files; the settings and
+    summary files are not shards)."""
+    meta = out / META_DIR
+    return sorted(f.stem for f in meta.glob("*.json")
+                  if f.name not in (SETTINGS_FILE, SUMMARY_FILE) and not f.name.startswith("."))
+
+
+def prepare_out(cfg: LiftConfig, jobs: Sequence[ShardJob] | None = None) -> pathlib.Path:
+    """The out dir, with its settings recorded (:func:`lift_settings`); an out dir holding
+    shards finished with other settings (or another dataset) is refused (ValueError naming the
+    keys), or emptied with ``overwrite``. Settings no finished shard was lifted with (a start
+    that failed) do not block: the out dir is emptied and takes the new ones."""
     location = cfg.out_location()
     storage.pull(location)  # a store's shards: what is done already (resume)
     out = cfg.out_dir()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: {out} is a file, not a shard directory")
     meta = out / META_DIR
-    settings = content_settings(cfg)
+    settings = lift_settings(cfg, jobs)
     path = meta / SETTINGS_FILE
     diff = check_settings(path, settings)
-    if diff and not cfg.overwrite:
-        raise ValueError(f"out: {storage.describe(location)} holds shards lifted with other "
-                         f"settings ({'; '.join(diff)}); use another out dir or overwrite=true")
+    done = finished_shards(out) if diff else []
+    if diff and done and not cfg.overwrite:
+        raise ValueError(f"out: {storage.describe(location)} holds {len(done)} shard(s) lifted "
+                         f"with other settings ({'; '.join(diff)}); use another out dir or "
+                         f"--overwrite")
     if diff:
-        log.warning("lift: overwriting %s (settings changed: %s)", out, "; ".join(diff))
+        if done:
+            log.warning("lift: overwriting %s (settings changed: %s)", out, "; ".join(diff))
         if storage.is_uri(location):
             storage.remove(location)
-        for f in list(out.glob("*.parquet")) + list(meta.glob("*.json")):
+        for f in list(out.glob("*.parquet")) + list(meta.glob("*.json")) + list(meta.glob("*.tsv")):
             f.unlink()
     write_settings(path, settings)
     storage.push(location, META_DIR)
     return out
+
+
+def _undo_failed_start(cfg: LiftConfig, out: pathlib.Path, out_existed: bool) -> None:
+    """After a failure before any shard was finished: remove the settings file (and the out
+    dir when this run made it and it is empty), so nothing blocks the corrected re-run."""
+    if finished_shards(out):
+        return
+    settings = out / META_DIR / SETTINGS_FILE
+    settings.unlink(missing_ok=True)
+    location = cfg.out_location()
+    if storage.is_uri(location):
+        storage.remove(storage.join(location, META_DIR, SETTINGS_FILE), stage=False)
+    for folder in ((out / META_DIR, out) if not out_existed else (out / META_DIR,)):
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            pass
 
 
 def shard_done(out: pathlib.Path, name: str) -> bool:
@@ -128,6 +195,32 @@ def summarize(out: pathlib.Path, jobs: Sequence[ShardJob]) -> dict:
         "points_max": max((m["points_max"] for m in rows), default=0),
         "points_mean": total["points_sum"] / total["rows"] if total["rows"] else 0.0,
     }
+
+
+#: summary key -> reason text of the skipped images (padded and estimated ones are kept)
+_SKIP_REASONS = {"bad": "unreadable", "no_mask": "no mask", "rejected": "too few points"}
+
+
+def skipped_items(summary: dict) -> list[tuple[str, str]]:
+    """``(image path, reason)`` of every image of ``summary`` that gave no sample."""
+    rows = []
+    for key, reason in _SKIP_REASONS.items():
+        for item in summary.get(key, []):
+            if isinstance(item, (list, tuple)):
+                rows.append((str(item[0]), f"{reason}: {item[1]}" if len(item) > 1 else reason))
+            else:
+                rows.append((str(item), reason))
+    return rows
+
+
+def skip_counts(summary: dict) -> dict[str, int]:
+    """Skipped images by reason (:data:`_SKIP_REASONS`)."""
+    return {reason: len(summary.get(key, [])) for key, reason in _SKIP_REASONS.items()}
+
+
+def counts_text(summary: dict) -> str:
+    """The lifting job's line of counts: images read, samples written, skipped by reason."""
+    return counts_line("lift", summary["images"], summary["rows"], skip_counts(summary))
 
 
 def log_problems(summary: dict) -> None:
@@ -184,27 +277,43 @@ def lift_dataset(cfg: LiftConfig, lift_shards: ShardRunner | None = None,
     Raises:
         ValueError: a mode that needs masks without ``mask_dir``, an unusable reconstructor
             (``synth-truth``: also an image without ground truth, named), an out dir lifted with
-            other settings, or a dataset with no image in ``splits``.
+            other settings, or a dataset with no image in one of ``splits``.
+        RunExistsError: ``runs/lift/<name>`` exists and not ``overwrite`` (before any work).
+        DataError: no sample, or fewer than ``min_usable_fraction`` of the images (after the
+            lifting; the skipped list is in ``<out>/_meta/skipped.tsv``, no run dir is made).
     """
     if cfg.mode in MODES_NEEDING_MASK:
         if not cfg.mask_dir and cfg.missing_mask == "skip":
             raise ValueError(f"mask_dir: mode {cfg.mode!r} needs foreground masks; set mask_dir "
                              f"(e.g. the Market-HQ tree next to the Market-1501 one) or "
                              f"missing_mask=estimate")
+    run_location = storage.join(cfg.runs_root, "lift", cfg.name) if cfg.name else ""
+    if run_dir and run_location and not cfg.overwrite and run_exists(run_location):
+        raise RunExistsError(existing_run_message(run_location, None))
     jobs, read_summary = plan_shards(cfg)
     if not jobs:
         raise ValueError(f"root: no image of splits {list(cfg.splits)} in {cfg.root}")
+    empty = [s for s in cfg.splits if not any(j.split == s for j in jobs)]
+    if empty:
+        have = [s for s in cfg.splits if s not in empty]
+        raise DataError(f"root: no image of split(s) {empty} in {cfg.root} ({read_summary}); "
+                        f"lift only the others with --splits {','.join(have)}")
     if cfg.mode in MODES_NEEDING_MASK:  # fail fast, before any worker
         check_reconstructor(cfg.reconstructor, cfg.checkpoint, cfg.refine_steps, cfg.root,
                             [p for j in jobs for p in j.paths])
-    out = prepare_out(cfg)
+    out_existed = cfg.out_dir().exists()
+    out = prepare_out(cfg, jobs)
     pending = [j for j in jobs if not shard_done(out, j.name)]
     skipped = [j.name for j in jobs if j not in pending]
     t0 = time.perf_counter()
     if pending:
         log.info("lift: %d of %d shards to lift (%d done before)", len(pending), len(jobs),
                  len(skipped))
-        (lift_shards or lift_in_process)(cfg, pending)
+        try:
+            (lift_shards or lift_in_process)(cfg, pending)
+        except BaseException:
+            _undo_failed_start(cfg, out, out_existed)
+            raise
     storage.push(cfg.out_location())  # shards lifted in this process (actors push their own)
     storage.pull(cfg.out_location())  # and those other nodes lifted
     seconds = time.perf_counter() - t0
@@ -214,15 +323,20 @@ def lift_dataset(cfg: LiftConfig, lift_shards: ShardRunner | None = None,
                     "images_per_second": round(sum(len(j.paths) for j in pending) / seconds, 3)
                     if pending and seconds > 0 else None,
                     "read": str(read_summary)})
+    summary["counts_line"] = counts_text(summary)
     log_problems(summary)
     _write_json(out / META_DIR / SUMMARY_FILE, summary)
+    write_skipped(out / META_DIR, skipped_items(summary))
     storage.push(cfg.out_location(), META_DIR)
+    check_usable("lift", summary["images"], summary["rows"], cfg.min_usable_fraction,
+                 skip_counts(summary), where=str(out / META_DIR / SKIPPED_FILE))
     final = None
     if run_dir:
         with run_directory("lift", cfg.name or None, cfg.runs_root, config=cfg,
-                           overwrite=bool(cfg.name)) as tmp:
+                           overwrite=cfg.overwrite) as tmp:
             _write_json(tmp / SUMMARY_FILE, summary)
             write_bad_list(tmp / BAD_LIST_NAME, [(p, reason) for p, reason in summary["bad"]])
+            write_skipped(tmp, skipped_items(summary))
             if cfg.preview:
                 save_pictures(cfg, out, jobs, tmp / "pictures")
             final = final_path(tmp)

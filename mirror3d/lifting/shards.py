@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mirror3d.utils.errors import UserError
 from mirror3d.utils.files import atomic_path
 
 __all__ = ["SCHEMA", "write_shard", "read_shards", "PointSamples", "ShardError"]
@@ -36,7 +37,7 @@ SCHEMA = pa.schema([
 ])
 
 
-class ShardError(ValueError):
+class ShardError(UserError, ValueError):
     """A shard with the wrong columns or types, or unreadable."""
 
 

@@ -4,6 +4,17 @@ A run is written into a hidden ``.<name>.partial`` directory and renamed into pl
 job finishes, so a failed job leaves no partial output under a real run name. ``root`` may be a
 storage URI (``--storage s3://...``): the run is then made in this node's stage and pushed to the
 store when it is complete (:mod:`mirror3d.utils.storage`).
+
+Counts: every job ends with one line of counts (:func:`counts_line`: read, used, skipped by
+reason) and writes the skipped items with their reasons into its run directory
+(:data:`SKIPPED_FILE`, ``path<TAB>reason`` lines: :func:`write_skipped`); a job whose usable
+input is empty, or below its ``min_usable_fraction``, fails (:func:`check_usable`).
+
+Existing runs (every job that makes a run directory): a run name that exists already is
+continued only when the job is told to resume it (``--resume``), replaced only with an explicit
+``--overwrite`` (its old files all go, e.g. an ``eval/`` of the replaced model), and refused
+otherwise with one line naming the run and both options (:func:`claim_run`,
+:class:`RunExistsError`). Never is a new run written over an old one's files.
 """
 
 from __future__ import annotations
@@ -14,14 +25,114 @@ import json
 import os
 import pathlib
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from mirror3d.utils import storage
-from mirror3d.utils.config import save_config
+from mirror3d.utils.config import ConfigError, save_config
+from mirror3d.utils.errors import DataError
 from mirror3d.utils.files import atomic_write
 
-__all__ = ["default_run_name", "run_directory", "final_path", "append_metrics", "trim_metrics"]
+__all__ = ["default_run_name", "run_directory", "final_path", "append_metrics", "trim_metrics",
+           "RunExistsError", "run_exists", "existing_run_message", "claim_run", "SKIPPED_FILE",
+           "write_skipped", "read_skipped", "counts_line", "check_usable"]
+
+#: The skipped-items list of a run directory: one ``path<TAB>reason`` line per skipped item.
+SKIPPED_FILE = "skipped.tsv"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).replace("\t", " ").split())
+
+
+def write_skipped(run_dir: str | os.PathLike, rows: Iterable[tuple[str, str]]) -> pathlib.Path:
+    """Write ``(item, reason)`` pairs as ``run_dir/skipped.tsv`` (atomically; an empty file when
+    nothing was skipped, so its absence never means "none")."""
+    text = "".join(f"{_one_line(item)}\t{_one_line(reason)}\n" for item, reason in rows)
+    return atomic_write(pathlib.Path(run_dir) / SKIPPED_FILE, text)
+
+
+def read_skipped(run_dir: str | os.PathLike) -> list[tuple[str, str]]:
+    """The ``(item, reason)`` pairs of ``run_dir/skipped.tsv``."""
+    rows = []
+    for line in (pathlib.Path(run_dir) / SKIPPED_FILE).read_text(encoding="utf-8").splitlines():
+        if line:
+            item, _, reason = line.partition("\t")
+            rows.append((item, reason))
+    return rows
+
+
+def counts_line(job: str, read: int, used: int, skipped: dict[str, int], what: str = "images"
+                ) -> str:
+    """The one line of counts a job ends with: ``"<job>: read 30 images, used 27, skipped 3
+    (unreadable 1, no mask 2)"``; reasons with a zero count are left out."""
+    reasons = ", ".join(f"{k} {v}" for k, v in skipped.items() if v)
+    total = sum(skipped.values())
+    return (f"{job}: read {read} {what}, used {used}, skipped {total}"
+            + (f" ({reasons})" if reasons else ""))
+
+
+def check_usable(job: str, read: int, used: int, min_fraction: float, skipped: dict[str, int],
+                 where: str = "", what: str = "images") -> None:
+    """Fail when nothing is usable or less than ``min_fraction`` of what was read.
+
+    Raises:
+        DataError: one line with the counts, the threshold and where the skipped list is.
+    """
+    see = f"; skipped items with reasons: {where}" if where else ""
+    counts = counts_line(job, read, used, skipped, what)
+    if used <= 0:
+        raise DataError(f"{counts}: no usable {what}{see}")
+    if read and used / read < min_fraction:
+        raise DataError(f"{counts}: only {used / read:.0%} usable, below min_usable_fraction "
+                        f"{min_fraction:g}{see}")
+
+
+class RunExistsError(ConfigError):
+    """A run of that name exists and the job was told neither to resume nor to overwrite it."""
+
+
+def run_exists(location: str | os.PathLike) -> bool:
+    """True when the run at ``location`` (a folder or a storage URI) exists: in this node's stage
+    or in the store."""
+    return storage.local_path(location).exists() or storage.exists(location)
+
+
+def existing_run_message(location: str | os.PathLike, resume_hint: str | None = "--resume") -> str:
+    """The one line that refuses an existing run: names it and the ways on (``resume_hint``:
+    how to continue it; None for jobs whose runs cannot be continued)."""
+    how = f"pass {resume_hint} to continue it or --overwrite" if resume_hint else "pass --overwrite"
+    return (f"name: run {storage.describe(location)} exists; {how} to replace it (or choose "
+            f"another --name)")
+
+
+def claim_run(location: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
+              resume_hint: str = "--resume") -> bool:
+    """Apply the existing-run policy to the run at ``location`` before anything is written.
+
+    Returns True when the run exists and is to be continued (``resume``), False when the job
+    starts afresh (no such run, or it was removed because of ``overwrite``: every old file, in
+    the stage and in the store).
+
+    Raises:
+        RunExistsError: the run exists and neither ``resume`` nor ``overwrite`` is set; or both
+            are set (contradictory).
+    """
+    if resume and overwrite:
+        raise RunExistsError(f"overwrite: --resume and --overwrite contradict each other (run "
+                             f"{storage.describe(location)}); pass one of them")
+    if not run_exists(location):
+        return False
+    if overwrite:
+        local = storage.local_path(location)
+        if local.exists() and not local.is_dir():
+            raise RunExistsError(f"name: {local} is a file, not a run directory; choose another "
+                                 f"--name or --out_dir")
+        storage.remove(location)
+        return False
+    if resume:
+        return True
+    raise RunExistsError(existing_run_message(location, resume_hint))
 
 
 def default_run_name() -> str:
@@ -38,16 +149,16 @@ def run_directory(job: str, name: str | None = None, root: str | os.PathLike = "
     which :func:`final_path` gives for the yielded directory. The resolved ``config`` (a dataclass) is saved as ``config.yaml`` first.
 
     Raises:
-        FileExistsError: the run exists and ``overwrite`` is False.
+        RunExistsError: the run exists and ``overwrite`` is False (checked before anything is
+            written; such a run is only replaced when the job finishes).
     """
     if not job or "/" in job:
         raise ValueError(f"job: expected a plain name, got {job!r}")
     name = name or default_run_name()
     location = storage.join(root, job, name)
     final = storage.local_path(location)
-    if (final.exists() or storage.exists(location)) and not overwrite:
-        raise FileExistsError(f"run directory {storage.describe(location)} exists; pass another "
-                              f"name or overwrite")
+    if run_exists(location) and not overwrite:
+        raise RunExistsError(existing_run_message(location, None))
     tmp = final.parent / f".{name}.partial"
     if tmp.exists():
         shutil.rmtree(tmp)

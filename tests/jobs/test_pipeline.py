@@ -15,6 +15,7 @@ import yaml
 from mirror3d.cli import main
 from mirror3d.jobs import PRESETS_DIR, resolve_config
 from mirror3d.jobs.pipeline import PipelineConfig, resolve_run_dir, run_pipeline
+from mirror3d.utils.rundir import RunExistsError
 from mirror3d.utils.config import ConfigError, flatten_config, update_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -163,6 +164,12 @@ def test_smoke_pipeline_writes_the_report(smoke_run):
 
 def test_rerun_reuses_stages_and_resumes_at_the_failed_one(smoke_run):
     cfg, first = smoke_run
+    # the same name again: refused (one line naming the run and both options), nothing touched
+    before = sorted(p.name for p in (first.run_dir / "stages").iterdir())
+    with pytest.raises(RunExistsError, match=r"smoke exists; pass --resume .* --overwrite"):
+        run_pipeline(cfg)
+    assert sorted(p.name for p in (first.run_dir / "stages").iterdir()) == before
+    cfg = update_config(cfg, {"resume": True})
     again = run_pipeline(cfg)
     assert all(r.reused for r in again.stages.values())
     assert again.stages["reid:flat"].result == first.stages["reid:flat"].result

@@ -46,9 +46,13 @@ def test_train_casl_prints_mask_iou_and_the_run_dir(tmp_path, monkeypatch, capsy
     out = capsys.readouterr().out
     assert seen[0].optim.epochs == 1 and seen[0].data.image_size == (32, 64)  # smoke + option
     summary = json.loads((tmp_path / "runs" / "cli" / "train_summary.json").read_text())
-    line = out.strip().splitlines()[-1]
-    assert line == (f"train-casl: held-out mask IoU {summary['held_out_mask_iou']:.1f}% after 1 "
-                    f"epochs -> {tmp_path / 'runs' / 'cli'}")
+    result, counts = out.strip().splitlines()[-2:]
+    assert result == (f"train-casl: held-out mask IoU {summary['held_out_mask_iou']:.1f}% after 1 "
+                      f"epochs -> {tmp_path / 'runs' / 'cli'}")
+    # the job ends with its counts (the fixture's 5 training images all have masks)
+    assert counts == (f"train-casl: read 5 images, used 5, skipped 0 (skipped images with "
+                      f"reasons: {tmp_path / 'runs' / 'cli'}/skipped.tsv)")
+    assert (tmp_path / "runs" / "cli" / "skipped.tsv").read_text() == ""
     assert "train-casl  epoch 1/1" in out  # the loop's progress line
 
 

@@ -44,10 +44,16 @@ def test_train_reid_prints_r1_map_and_the_run_dir(tmp_path, monkeypatch, capsys)
     args = ["train-reid", "--smoke", "--data.shards", str(shards), "--data.images", str(root),
             "--out_dir", str(tmp_path / "runs"), "--name", "r1", "--optim.batch_size", "6"]
     assert main(args) == 0
-    out = capsys.readouterr().out.strip().splitlines()[-1]
+    out, counts = capsys.readouterr().out.strip().splitlines()[-2:]
     res = json.loads((tmp_path / "runs" / "r1" / "eval.json").read_text())
     assert out == (f"train-reid: og-net-small R1 {100 * res['rank1']:.2f} "
                    f"mAP {100 * res['map_trapezoid']:.2f} (trapezoid) -> {tmp_path / 'runs' / 'r1'}")
+    # the job ends with its counts: every sample of the shards is used, per split
+    n = json.loads((tmp_path / "runs" / "r1" / "input.json").read_text())["splits"]
+    total = n["train"] + n["query"] + n["gallery"]
+    assert n["gallery"] == res["num_gallery"] and n["query"] == res["num_queries"]
+    assert counts == (f"train-reid: read {total} samples, used {total}, skipped 0 (train "
+                      f"{n['train']}, query {n['query']}, gallery {n['gallery']})")
 
     # eval-reid RUN_DIR: the same numbers on the same split, into RUN_DIR/eval
     assert main(["eval-reid", str(tmp_path / "runs" / "r1")]) == 0

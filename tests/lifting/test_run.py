@@ -14,6 +14,8 @@ from mirror3d.lifting.config import LiftConfig
 from mirror3d.lifting.run import SETTINGS_FILE, lift_dataset
 from mirror3d.lifting.shards import read_shards
 from mirror3d.utils.config import config_from_dict
+from mirror3d.utils.errors import DataError
+from mirror3d.utils.rundir import read_skipped
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +53,22 @@ def test_an_empty_bad_list_is_written_too(tree, tmp_path):
 def test_reject_policy_counts_and_empty_shards_stay_done(tree, tmp_path):
     cfg = lift_cfg(tree, tmp_path, mode="casl-visible", num_points=20000, min_points=20000,
                    oversample=0.5, short="reject", preview=0)
-    rep = lift_dataset(cfg, run_dir=False)
-    assert rep.run_dir is None
-    assert rep.summary["counts"]["rejected"] == 26 and rep.summary["rows"] == 0
-    assert "min_points" in rep.summary["rejected"][0][1]
-    assert not list(rep.out_dir.glob("*.parquet"))
-    again = lift_dataset(cfg, run_dir=False)
-    assert again.lifted_shards == [] and again.summary["counts"]["rejected"] == 26
+    # every cloud rejected: no usable sample, so the job fails with its counts (no run dir)
+    with pytest.raises(DataError, match=r"lift: read 28 images, used 0, skipped 28 \(unreadable "
+                                        r"1, no mask 1, too few points 26\): no usable images"):
+        lift_dataset(cfg)
+    assert not (tmp_path / "runs").exists()
+    out = tmp_path / "out"
+    summary = json.loads((out / "_meta" / "summary.json").read_text())
+    assert summary["counts"]["rejected"] == 26 and summary["rows"] == 0
+    assert "min_points" in summary["rejected"][0][1]
+    skipped = read_skipped(out / "_meta")
+    assert len(skipped) == 28 and sum("too few points: " in r for _, r in skipped) == 26
+    assert not list(out.glob("*.parquet"))
+    ran = []
+    with pytest.raises(DataError, match="no usable images"):  # the shards stay done
+        lift_dataset(cfg, lift_shards=lambda c, jobs: ran.append(jobs), run_dir=False)
+    assert ran == []
 
     padded = lift_dataset(dataclasses.replace(cfg, short="pad", out=str(tmp_path / "pad")),
                           run_dir=False)

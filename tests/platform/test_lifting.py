@@ -48,7 +48,7 @@ def test_ray_actor_pool_lifts_and_a_rerun_only_redoes_missing_shards(ray_session
     # resume: delete one shard, re-run (in a plain loop, no Ray): only that shard is lifted
     # again, and the loop's shard is identical to the actor pool's
     (rep.out_dir / "train-00001.parquet").unlink()
-    rep2 = run_lift(dataclasses.replace(cfg, preview=0), use_ray=False)
+    rep2 = run_lift(dataclasses.replace(cfg, preview=0, overwrite=True), use_ray=False)
     assert rep2.lifted_shards == ["train-00001"] and len(rep2.skipped_shards) == 7
     assert_same_samples(read_shards(rep.out_dir), got)
     assert rep2.summary["rows"] == 26 and rep2.summary["counts"] == s["counts"]

@@ -106,7 +106,9 @@ def test_lifting_writes_shards_to_s3_and_resumes_from_it(ray_session, s3_bucket,
     fs.delete_file(f"{path}/{gone}.parquet")
     fs.delete_file(f"{path}/_meta/{gone}.json")
     capsys.readouterr()
-    assert main(args) == 0
+    assert main(args) == 2  # the run name exists (in the store): refused without --overwrite
+    assert "s3 exists" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0  # same settings: the finished shards are kept
     assert f"(1 lifted, {len(shards) - 1} already done;" in capsys.readouterr().out
     assert _files(out) >= stored - {"_meta/summary.json"}
     _forget_stage(s3_bucket)

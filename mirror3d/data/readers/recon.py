@@ -15,7 +15,8 @@ Layouts:
   ``pytorch/<split>/<pid>/<img>.jpg.png``. The RGB path is the mask path with the
   ``seg_hmr`` folder replaced by ``pytorch`` and the last 9 characters (``_<r.rr>.png``)
   replaced by ``.png`` (:func:`market_hq_image_path`). The ratio comes from the mask name.
-  ``train_all`` -> split ``train``, ``query`` -> split ``test``. Masks: value > 0.
+  ``train_all`` -> split ``train``, ``query`` -> split ``test``. Masks: value > 0. An RGB
+  image without a mask gives no record; it is counted in ``summary.left_out`` ("no mask").
 - ATR (``root`` = ``humanparsing``): ``JPEGImages/<name>.jpg`` and
   ``SegmentationClassAug/<name>.png`` (any label > 0 is foreground); when
   ``Seg/<name>_<ratio>.png`` (the reference's prepared masks) exists it is used instead and
@@ -166,7 +167,22 @@ def read_market_hq(
                     split=_MARKET_HQ_SPLITS[split_dir], fg_ratio=ratio, dataset="market_hq",
                     pid=int(pid_dir.name), mask_threshold=0,
                 ))
-    return col.result()
+    records, summary = col.result()
+    # images of the same splits without a mask: no record, but counted (and logged once)
+    paired = {str(Path(r.image_path)) for r in records}
+    paired.update(str(market_hq_image_path(m)) for m in col.bad if _MARKET_HQ_MASK.match(Path(m).name)
+                  and "seg_hmr" in Path(m).parts)
+    for split_dir in splits:
+        folder = root / "pytorch" / split_dir
+        if not folder.is_dir():
+            continue
+        for image in sorted(folder.rglob("*")):
+            if image.is_file() and is_image_file(image) and str(image) not in paired:
+                summary.left_out.append((str(image), _MARKET_HQ_SPLITS[split_dir], "no mask"))
+    if summary.left_out:
+        logger.warning("market_hq: %d image(s) without a mask left out, e.g. %s",
+                       len(summary.left_out), summary.left_out[0][0])
+    return records, summary
 
 
 # ----------------------------------------------------------------------------------------

@@ -25,7 +25,10 @@ and junk people with recipe ids N+1, …. A unit depends only on (seed, recipe i
 settings, never on the shard it lands in. Shards (``shard_size`` units) are written into
 ``.synth/tmp/`` and moved into place; a ``.synth/shards/NNNNN.done`` marker listing the files
 is written last. A re-run skips shards whose marker and files exist and rebuilds the merged
-ground truth, contact sheet and README, so the tree comes out byte-identical.
+ground truth, contact sheet and README, so the tree comes out byte-identical. The recorded
+settings only block a re-run with other settings once a shard was finished with them: a start
+that failed before its first shard removes them again, and a tree without a finished shard is
+started afresh (its partial files removed), so the corrected re-run is never refused.
 
 :func:`generate_dataset` takes the function that writes the pending shards: by default
 :func:`write_shards_in_process` (a plain loop); the Ray version passes its own.
@@ -324,6 +327,22 @@ def _settings(cfg: SynthConfig) -> dict[str, Any]:
             "shard_size": cfg.shard_size, "jpeg_quality": cfg.jpeg_quality}
 
 
+def _finished_markers(root: pathlib.Path) -> list[pathlib.Path]:
+    """The ``.done`` markers of the shards an earlier run finished."""
+    return sorted((_state(root) / "shards").glob("*.done"))
+
+
+#: What a SynthPeople tree holds besides its state folder (removed when nothing was finished).
+_TREE_ENTRIES = (_MARKET, _HQ, "gt", "contact_sheet.png", "README.txt")
+
+
+def _clear_unfinished(root: pathlib.Path, location: str) -> None:
+    """Remove a SynthPeople tree of which no shard was finished (a failed start): its state and
+    whatever a shard interrupted while moving its files left behind."""
+    for name in (_STATE, *_TREE_ENTRIES):
+        storage.remove(storage.join(location, name) if storage.is_uri(location) else root / name)
+
+
 def _prepare_root(cfg: SynthConfig) -> pathlib.Path:
     storage.pull(cfg.out)  # a dataset in a store: what is done already (resume)
     root = storage.local_path(cfg.out) if storage.is_uri(cfg.out) else pathlib.Path(cfg.out)
@@ -336,9 +355,11 @@ def _prepare_root(cfg: SynthConfig) -> pathlib.Path:
             raise ValueError(f"out: {root} is not empty and holds no SynthPeople dataset "
                              f"(no {_STATE}/config.json); choose a new or empty directory")
         diff = check_settings(state, settings)
-        if diff:
+        if diff and _finished_markers(root):
             raise ValueError(f"out: {root} holds a SynthPeople dataset made with other settings "
                              f"({', '.join(diff)}); choose another directory or delete it")
+        if diff:  # nothing was finished with the old settings: start afresh
+            _clear_unfinished(root, str(cfg.out))
     write_settings(state, settings)
     shutil.rmtree(_state(root) / "tmp", ignore_errors=True)  # leftovers of an interrupted run
     storage.push(cfg.out, f"{_STATE}/config.json")
@@ -379,6 +400,8 @@ def generate_dataset(cfg: SynthConfig,
     """
     cfg = validate_config(cfg)
     t0 = time.perf_counter()
+    root_existed = (storage.local_path(cfg.out) if storage.is_uri(cfg.out)
+                    else pathlib.Path(cfg.out)).exists()
     root = _prepare_root(cfg)
     shards = plan_shards(plan_units(cfg), cfg.shard_size)
     todo = [k for k in range(len(shards)) if not shard_done(root, k)]
@@ -386,6 +409,12 @@ def generate_dataset(cfg: SynthConfig,
                unit="shard", disable=not cfg.progress)
     try:
         write_shards(cfg, root, shards, todo, bar.update)
+    except BaseException:
+        if not _finished_markers(root):  # a failed start: nothing left that blocks a re-run
+            _clear_unfinished(root, str(cfg.out))
+            if not root_existed and root.is_dir() and not any(root.iterdir()):
+                root.rmdir()
+        raise
     finally:
         bar.close()
     storage.pull(cfg.out)  # the shards other nodes wrote
