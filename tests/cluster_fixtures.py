@@ -26,11 +26,12 @@ import tempfile
 from collections.abc import Iterator
 
 import ray
+import torch
 from ray.cluster_utils import Cluster
 
 from mirror3d.platform.cluster import local_ray_init_kwargs
 
-__all__ = ["SimulatedCluster", "simulated_cluster", "LOOPBACK", "FAST_NODE_DEATH"]
+__all__ = ["SimulatedCluster", "simulated_cluster", "torch_threads", "LOOPBACK", "FAST_NODE_DEATH"]
 
 LOOPBACK = "127.0.0.1"
 #: the session Ray of tests/conftest.py's ``ray_session`` (started again on exit)
@@ -135,3 +136,15 @@ def simulated_cluster(workers: int = 2, cpus_per_worker: int = 1, head_cpus: int
         shutil.rmtree(temp_dir, ignore_errors=True)
         if restore_session:
             ray.init(num_cpus=SESSION_RAY_CPUS, **local_ray_init_kwargs())
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """This process's torch threads set to ``n`` inside the block: an in-process reference run
+    with the thread count of a Ray worker of ``n`` CPUs (Ray Train sets it so), to compare with."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

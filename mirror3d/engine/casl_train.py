@@ -53,8 +53,8 @@ from mirror3d.render.mesh_io import export_mesh
 from mirror3d.utils.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from mirror3d.utils.config import config_to_dict
 from mirror3d.utils.files import atomic_write
-from mirror3d.utils.rundir import (append_metrics, check_usable, counts_line, trim_metrics,
-                                   write_skipped)
+from mirror3d.utils.rundir import (append_metrics, check_usable, counts_line, overwrite_field,
+                                   resume_field, run_name_field, trim_metrics, write_skipped)
 
 __all__ = ["KIND", "CaslDataConfig", "CaslOptimConfig", "CaslTrainConfig", "casl_records",
            "load_casl_data", "step_settings", "casl_warm_up", "train_casl_loop"]
@@ -140,14 +140,9 @@ class CaslTrainConfig:
     ellipsoid: float = field(default=2.0, metadata={"range": (1e-3, None)})
     sigma: float = field(default=7000.0, metadata={"range": (1e-3, None)})
     out_dir: str = field(default="runs/casl", metadata={"help": "job directory"})
-    name: str = field(default="", metadata={
-        "help": "run name (default: a timestamp); an existing run of that name is continued only "
-                "with --resume <that run>, replaced only with --overwrite, else refused"})
-    resume: str = field(default="", metadata={
-        "help": "checkpoint or run dir to resume from: the run itself (continued in place) or "
-                "another run (a new run starts from its checkpoint)"})
-    overwrite: bool = field(default=False, metadata={
-        "help": "replace an existing run of this name (all its files go first)"})
+    name: str = run_name_field()
+    resume: str = resume_field()
+    overwrite: bool = overwrite_field()
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 

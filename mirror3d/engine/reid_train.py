@@ -39,7 +39,6 @@ import math
 import os
 import pathlib
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -61,11 +60,12 @@ from mirror3d.metrics.reid import evaluate, rank_gallery, scale_tta_features
 from mirror3d.metrics.reid_viz import ranked_results_grid
 from mirror3d.models.ognet.losses import batch_hard_triplet, circle_loss
 from mirror3d.models.registry import create_model, model_info
-from mirror3d.utils.checkpoint import (CHECKPOINT_FILE, CheckpointError, load_checkpoint,
+from mirror3d.utils.checkpoint import (CHECKPOINT_FILE, load_checkpoint, load_model_checkpoint,
                                        save_checkpoint)
 from mirror3d.utils.config import config_from_dict, config_to_dict
 from mirror3d.utils.files import atomic_write
-from mirror3d.utils.rundir import append_metrics, counts_line, trim_metrics, write_skipped
+from mirror3d.utils.rundir import (append_metrics, counts_line, overwrite_field, resume_field,
+                                   run_name_field, trim_metrics, write_skipped)
 
 log = logging.getLogger(__name__)
 
@@ -145,14 +145,9 @@ class ReidTrainConfig:
     optim: ReidOptimConfig = field(default_factory=ReidOptimConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     out_dir: str = field(default="runs/ognet", metadata={"help": "job directory"})
-    name: str = field(default="", metadata={
-        "help": "run name (default: a timestamp); an existing run of that name is continued only "
-                "with --resume <that run>, replaced only with --overwrite, else refused"})
-    resume: str = field(default="", metadata={
-        "help": "checkpoint or run dir to resume from: the run itself (continued in place) or "
-                "another run (a new run starts from its checkpoint)"})
-    overwrite: bool = field(default=False, metadata={
-        "help": "replace an existing run of this name (all its files go first)"})
+    name: str = run_name_field()
+    resume: str = resume_field()
+    overwrite: bool = overwrite_field()
     eval_batch_size: int = field(default=64, metadata={"range": (1, 65536)})
     ranked_queries: int = field(default=6, metadata={"range": (0, 1000)})
     eval_densities: tuple[float, ...] = field(default=(), metadata={
@@ -611,24 +606,10 @@ def load_reid_model(path: str | os.PathLike, device="cpu") -> tuple[torch.nn.Mod
         FileNotFoundError: nothing to load at ``path``.
         mirror3d.utils.checkpoint.CheckpointError: not a re-id checkpoint, or unreadable.
     """
-    p = pathlib.Path(path)
-    if p.is_dir() and (p / "model_final.pt").exists():
-        p = p / "model_final.pt"
-    state = load_checkpoint(p, KIND)
-    missing = [k for k in ("config", "model", "num_classes") if k not in state]
-    if missing or not isinstance(state["config"], Mapping):
-        what = ", ".join(missing) or "a training config (a mapping)"
-        raise CheckpointError(f"checkpoint {p}: a re-id checkpoint without {what}; expected one "
-                              f"written by train-reid")
-    try:
-        cfg = config_from_dict(ReidTrainConfig, state["config"])
-        model = build_model(cfg, int(state["num_classes"]))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint {p}: its training config does not describe a re-id "
-                              f"model ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {p}: weights do not fit the model of its own config "
-                              f"({str(exc).splitlines()[0]})") from None
+    def build(state: dict) -> torch.nn.Module:
+        return build_model(config_from_dict(ReidTrainConfig, state["config"]),
+                           int(state["num_classes"]))
+
+    model, state = load_model_checkpoint(path, KIND, build, "re-id", needs=("num_classes",))
+    cfg = config_from_dict(ReidTrainConfig, state["config"])
     return model.to(device).eval(), cfg

@@ -23,6 +23,7 @@ import logging
 import os
 import pathlib
 import zipfile
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["CHECKPOINT_FILE", "CheckpointError", "save_checkpoint", "load_checkpoint",
            "verify_checkpoint", "latest_checkpoint", "run_checkpoints", "newest_readable_checkpoint",
-           "resolve_resume"]
+           "resolve_resume", "load_model_checkpoint"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -183,3 +184,42 @@ def resolve_resume(resume: str, kind: str, needs: tuple[str, ...] = ("model",)) 
         raise CheckpointError(f"resume: checkpoint {p} holds no {', '.join(missing)}; expected "
                               f"a {kind} training checkpoint")
     return str(p.resolve())
+
+
+def load_model_checkpoint(path: str | os.PathLike, kind: str,
+                          build: Callable[[dict[str, Any]], torch.nn.Module], what: str,
+                          needs: tuple[str, ...] = ()) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A trained model rebuilt from its checkpoint: ``path`` is a run directory (its
+    ``model_final.pt``, else its newest checkpoint) or a checkpoint file / directory of ``kind``;
+    ``build(state)`` makes the model from the checkpoint's ``config`` (and any entry of ``needs``),
+    then the ``model`` weights are loaded into it. ``what`` names the model in errors ("CASL").
+
+    Returns ``(model, state)`` (the model on CPU, in its default mode).
+    Raises:
+        FileNotFoundError: nothing there.
+        CheckpointError: foreign, corrupt or of another kind; no training config, no weights or
+            no entry of ``needs``; a config that does not describe a ``what`` model; weights that
+            do not fit the model of its own config.
+    """
+    p = pathlib.Path(path)
+    if p.is_dir() and (p / "model_final.pt").exists():
+        p = p / "model_final.pt"
+    state = load_checkpoint(p, kind)
+    if not isinstance(state.get("config"), Mapping):
+        raise CheckpointError(f"checkpoint {p}: holds no training config")
+    if not isinstance(state.get("model"), Mapping):
+        raise CheckpointError(f"checkpoint {p}: holds no model weights (a 'model' state dict)")
+    missing = [k for k in needs if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {p}: holds no {', '.join(missing)}")
+    try:
+        model = build(state)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {p}: its training config does not describe a {what} "
+                              f"model ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {p}: weights do not fit the model of its own config "
+                              f"({str(exc).splitlines()[0]})") from None
+    return model, state

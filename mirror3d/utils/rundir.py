@@ -26,6 +26,7 @@ import os
 import pathlib
 import shutil
 from collections.abc import Iterable, Iterator
+from dataclasses import field
 from typing import Any
 
 from mirror3d.utils import storage
@@ -35,7 +36,8 @@ from mirror3d.utils.files import atomic_write
 
 __all__ = ["default_run_name", "run_directory", "final_path", "append_metrics", "trim_metrics",
            "RunExistsError", "run_exists", "existing_run_message", "claim_run", "SKIPPED_FILE",
-           "write_skipped", "read_skipped", "counts_line", "check_usable"]
+           "write_skipped", "read_skipped", "counts_line", "check_usable", "run_name_field",
+           "resume_field", "overwrite_field"]
 
 #: The skipped-items list of a run directory: one ``path<TAB>reason`` line per skipped item.
 SKIPPED_FILE = "skipped.tsv"
@@ -232,3 +234,24 @@ def trim_metrics(run_dir: str | os.PathLike, last: int, name: str = "metrics.jso
     if dropped:
         atomic_write(path, "".join(kept))
     return dropped
+
+
+# ------------------------------------------------------------------ the trainers' run fields
+def run_name_field() -> Any:
+    """The ``name`` field of a trainer's config (its run directory's name)."""
+    return field(default="", metadata={
+        "help": "run name (default: a timestamp); an existing run of that name is continued only "
+                "with --resume <that run>, replaced only with --overwrite, else refused"})
+
+
+def resume_field() -> Any:
+    """The ``resume`` field of a trainer's config (:func:`claim_run`)."""
+    return field(default="", metadata={
+        "help": "checkpoint or run dir to resume from: the run itself (continued in place) or "
+                "another run (a new run starts from its checkpoint)"})
+
+
+def overwrite_field() -> Any:
+    """The ``overwrite`` field of a trainer's config (:func:`claim_run`)."""
+    return field(default=False, metadata={
+        "help": "replace an existing run of this name (all its files go first)"})

@@ -14,7 +14,6 @@ arithmetic (tests/platform/test_multinode_train.py does the same for a lost node
 
 from __future__ import annotations
 
-import contextlib
 import json
 import pathlib
 
@@ -22,6 +21,7 @@ import pytest
 import torch
 
 import dataset_fixtures
+from cluster_fixtures import torch_threads
 from faults.fault_injection import killed_once_at_call, ship_to_ray
 from mirror3d.engine.casl_train import train_casl_loop
 from mirror3d.engine.reid_train import train_reid_loop
@@ -40,16 +40,6 @@ KILLED_CALL = 8
 RESTART_EPOCH = 1
 #: per-epoch values that are wall times, not training results
 TIMING = {"epoch_seconds", "elapsed_seconds"}
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ a Ray worker, without another ~30 s Ray Train start-up per reference.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import pathlib
 import threading
@@ -20,7 +19,7 @@ import time
 import pytest
 import torch
 
-from cluster_fixtures import simulated_cluster
+from cluster_fixtures import simulated_cluster, torch_threads
 from mirror3d.engine.casl_train import train_casl_loop
 from mirror3d.engine.reid_train import train_reid_loop
 from mirror3d.jobs import resolve_config
@@ -42,16 +41,6 @@ TIMING = {"epoch_seconds", "elapsed_seconds"}
 def cluster():
     with simulated_cluster(workers=2, cpus_per_worker=1) as sc:
         yield sc
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _lines(path: pathlib.Path) -> list[dict]:

@@ -140,12 +140,15 @@ def test_loaders_raise_checkpoint_errors_not_key_errors(tmp_path):
     with pytest.raises(CheckpointError, match="holds no model weights"):
         load_casl(tmp_path / "c2.pt")
     save_checkpoint(tmp_path / "r1.pt", "reid", {"model": {}, "num_classes": 3})
-    with pytest.raises(CheckpointError, match="re-id checkpoint without config"):
+    with pytest.raises(CheckpointError, match="holds no training config"):
         load_reid_model(tmp_path / "r1.pt")
     save_checkpoint(tmp_path / "r2.pt", "reid", {"config": {"model": {"name": "no-such-net"}},
                                                  "model": {}, "num_classes": 3})
     with pytest.raises(CheckpointError, match="does not describe a re-id model"):
         load_reid_model(tmp_path / "r2.pt")
+    save_checkpoint(tmp_path / "r3.pt", "reid", {"config": {}, "model": {}})
+    with pytest.raises(CheckpointError, match="holds no num_classes"):
+        load_reid_model(tmp_path / "r3.pt")
 
 
 # ------------------------------------------------------------------------------ jobs, through the CLI

@@ -29,7 +29,7 @@ from mirror3d.models.casl.refine import RefineHistory, refine_attributes
 from mirror3d.models.casl.step import build_casl_model
 from mirror3d.render.camera import Camera, look_at_camera
 from mirror3d.render.mesh_io import export_mesh
-from mirror3d.utils.checkpoint import CheckpointError, load_checkpoint
+from mirror3d.utils.checkpoint import load_model_checkpoint
 from mirror3d.utils.config import config_from_dict, config_to_dict
 from mirror3d.utils.errors import UserError
 
@@ -305,23 +305,7 @@ def load_casl(path: str | os.PathLike, device: str | torch.device = "cpu",
         mirror3d.utils.checkpoint.CheckpointError: a foreign, truncated or non-CASL checkpoint,
             or weights that do not fit the model of the checkpoint's own config.
     """
-    p = pathlib.Path(path)
-    if p.is_dir() and (p / "model_final.pt").exists():
-        p = p / "model_final.pt"
-    state = load_checkpoint(p, "casl", map_location="cpu")
-    config = state.get("config")
-    if not isinstance(config, Mapping):
-        raise CheckpointError(f"checkpoint {p}: holds no training config")
-    if not isinstance(state.get("model"), Mapping):
-        raise CheckpointError(f"checkpoint {p}: holds no model weights (a 'model' state dict)")
-    try:
-        model = build_casl_model(config)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint {p}: its training config does not describe a CASL "
-                              f"model ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {p}: weights do not fit the model of its own config "
-                              f"({str(exc).splitlines()[0]})") from None
+    model, state = load_model_checkpoint(path, "casl", lambda st: build_casl_model(st["config"]),
+                                         "CASL")
+    config = state["config"]
     return CaslPredictor(model.to(device), config, refine_steps=refine_steps)
