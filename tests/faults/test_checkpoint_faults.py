@@ -34,9 +34,9 @@ KILLED_AT_RENAME = textwrap.dedent("""
     from mirror3d.utils.checkpoint import save_checkpoint
     run, target = sys.argv[1], sys.argv[2]
     for rel in ("checkpoints/epoch_0000/checkpoint.pt", "model_final.pt"):
-        save_checkpoint(os.path.join(run, rel), "casl", {"epoch": 0, "w": torch.zeros(64)})
+        save_checkpoint(os.path.join(run, rel), "casl", {"epoch": 0, "model": torch.zeros(64)})
     os.replace = lambda src, dst: os.kill(os.getpid(), signal.SIGKILL)
-    save_checkpoint(os.path.join(run, target), "casl", {"epoch": 1, "w": torch.ones(64)})
+    save_checkpoint(os.path.join(run, target), "casl", {"epoch": 1, "model": torch.ones(64)})
     print("still alive")
 """)
 
@@ -57,10 +57,10 @@ def test_killed_between_writing_and_renaming_the_previous_checkpoint_loads(tmp_p
     assert load_checkpoint(run, "casl")["epoch"] == 0
     assert resolve_resume(str(run), "casl") == str((run / EPOCH_0).resolve())
     assert load_checkpoint(run / "model_final.pt", "casl")["epoch"] == 0
-    assert torch.equal(load_checkpoint(run / "model_final.pt", "casl")["w"], torch.zeros(64))
+    assert torch.equal(load_checkpoint(run / "model_final.pt", "casl")["model"], torch.zeros(64))
 
     # the run goes on: the next save of that file replaces it and removes the leftover
-    save_checkpoint(run / target, "casl", {"epoch": 1, "w": torch.ones(64)})
+    save_checkpoint(run / target, "casl", {"epoch": 1, "model": torch.ones(64)})
     assert stale_temporaries(run / target) == []
     assert load_checkpoint(run / target, "casl")["epoch"] == 1
 
@@ -68,7 +68,7 @@ def test_killed_between_writing_and_renaming_the_previous_checkpoint_loads(tmp_p
 def _run_with_epochs(run, n: int) -> None:
     for e in range(n):
         save_checkpoint(run / "checkpoints" / f"epoch_{e:04d}" / "checkpoint.pt", "reid",
-                        {"epoch": e, "w": torch.full((4096,), float(e))})
+                        {"epoch": e, "model": torch.full((4096,), float(e))})
 
 
 def _flip_a_weight_byte(path) -> None:
@@ -96,7 +96,7 @@ def test_a_corrupted_newest_checkpoint_falls_back_to_the_one_before_with_a_warni
 
     with caplog.at_level(logging.WARNING, logger="mirror3d.utils.checkpoint"):
         state = load_checkpoint(run, "reid")
-    assert state["epoch"] == 1 and torch.equal(state["w"], torch.full((4096,), 1.0))
+    assert state["epoch"] == 1 and torch.equal(state["model"], torch.full((4096,), 1.0))
     [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert str(newest) in warning and "corrupt" in warning
     assert str(run / "checkpoints" / "epoch_0001" / "checkpoint.pt") in warning
@@ -126,7 +126,7 @@ def test_a_truncated_newest_checkpoint_falls_back_and_all_corrupt_is_an_error(tm
 
 def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     run = tmp_path / "run"
-    save_checkpoint(run / "model_final.pt", "casl", {"epoch": 0, "w": torch.zeros(64)})
+    save_checkpoint(run / "model_final.pt", "casl", {"epoch": 0, "model": torch.zeros(64)})
     _run_with_epochs(run, 1)
     before = sorted(p.relative_to(run) for p in run.rglob("*"))
     # the disk has 4 kB left: torch writes into the temporary file until the OS refuses
@@ -134,7 +134,7 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, m
     for target, kept in (("model_final.pt", "its previous version is unchanged"),
                          (EPOCH_1, "nothing was written")):
         with pytest.raises(DiskFullError) as err:
-            save_checkpoint(run / target, "casl", {"epoch": 1, "w": torch.ones(100_000)})
+            save_checkpoint(run / target, "casl", {"epoch": 1, "model": torch.ones(100_000)})
         message = str(err.value)
         assert message == f"cannot write {run / target}: no space left on the device; {kept}"
         assert err.value.errno == errno.ENOSPC  # an OSError(ENOSPC) for callers catching those

@@ -92,7 +92,7 @@ def test_interrupted_sweep_resumes_only_unfinished_trials_and_records_a_crash(
         crashed = row["data.shards"].endswith("missing")
         assert row["status"] == ("failed" if crashed else "finished"), row
         if crashed:
-            assert row["error"].startswith("FileNotFoundError: ") and "\n" not in row["error"]
+            assert row["error"].startswith("InputNotFound: data.shards: ") and "\n" not in row["error"]
         else:
             assert row["map_trapezoid"] is not None and row["epochs"] == row["optim.epochs"]
     long_run = next(t for t, r in rows.items() if r["optim.epochs"] == 3

@@ -103,7 +103,7 @@ def test_errors_reach_the_page_as_one_line(tmp_path):
     tiny = tmp_path / "tiny.png"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tiny)
     assert _page_error(_handler(blocks, "on_upload")(str(tiny), 0)) == (
-        "image: 8x8 pixels, smaller than the 16-pixel minimum side")
+        "image: 8x8 pixels, smaller than the 16-pixel minimum side (min_side)")
     assert _page_error(_handler(blocks, "on_mask")(None, None, 0)) == (
         "image: upload a photo first")
 
