@@ -1,5 +1,7 @@
 """OG-Net model benchmark: forward+backward time per variant, dense vs torch-geometric EdgeConv,
-and our FPS / kNN against fpsample 0.3.3 and scipy's cKDTree.
+our FPS / kNN against fpsample 0.3.3, scipy's cKDTree (xyz) and faiss-cpu brute force
+(feature space, when faiss is importable), and the OG-Net-Small step against the previous
+implementation (``knn_reference``, ``max_pool_reference``) in the same run.
 
     python benchmarks/bench_ognet.py            # ~ a few minutes on 2 cores
     python benchmarks/bench_ognet.py --quick    # tiny sizes, seconds
@@ -33,6 +35,7 @@ from mirror3d.models.ognet.ops import (  # noqa: E402
     farthest_point_sample,
     farthest_point_sample_naive,
     knn,
+    knn_reference,
 )
 from mirror3d.models.registry import create_model  # noqa: E402
 
@@ -195,28 +198,128 @@ def bench_fps(n: int, npoint: int, batch: int, iters: int) -> dict:
 
 
 def bench_knn(n: int, k: int, batch: int, iters: int) -> dict:
+    """kNN in xyz: ours (``knn``, KD-tree candidates + exact re-rank) and the previous
+    implementation (``knn_reference``, float64 brute force) against scipy's cKDTree
+    (build + query, one worker, float64), interleaved in the same run."""
     from scipy.spatial import cKDTree
 
     xyz, _ = person_cloud(batch, n, seed=2)
     ours = knn(xyz, k)
-    ours_ms = timeit(lambda: knn(xyz, k), iters)
+    equal_reference = bool(torch.equal(ours, knn_reference(xyz, k)))
     pts = [xyz[b].double().numpy() for b in range(batch)]
 
     def tree_query():
         return [cKDTree(p).query(p, k=k)[1] for p in pts]
 
-    tree_ms = timeit(tree_query, iters)
+    ms = timeit_interleaved(
+        {"ours": lambda: knn(xyz, k), "reference": lambda: knn_reference(xyz, k), "ckdtree": tree_query},
+        iters,
+    )
     tree_idx = torch.from_numpy(np.stack(tree_query()).astype(np.int64))
     same_sets = float(
         (torch.sort(ours, dim=-1).values == torch.sort(tree_idx, dim=-1).values).all(-1).float().mean()
     )
     res = {
-        "points": n, "k": k, "batch": batch, "ours_ms": ours_ms, "ckdtree_ms": tree_ms,
-        "ours_over_ckdtree": ours_ms / tree_ms, "fraction_same_neighbour_sets": same_sets,
+        "points": n, "k": k, "batch": batch, "ours_ms": ms["ours"], "reference_ms": ms["reference"],
+        "ckdtree_ms": ms["ckdtree"], "ours_over_ckdtree": ms["ours"] / ms["ckdtree"],
+        "reference_over_ckdtree": ms["reference"] / ms["ckdtree"],
+        "reference_over_ours": ms["reference"] / ms["ours"],
+        "equal_to_reference": equal_reference, "fraction_same_neighbour_sets": same_sets,
     }
     print(
-        f"  kNN N={n} k={k} B={batch}: ours {ours_ms:.1f} ms, cKDTree (build+query) {tree_ms:.1f} ms "
-        f"(ours/cKDTree {res['ours_over_ckdtree']:.2f}); same neighbour sets: {same_sets:.4f}"
+        f"  kNN xyz N={n} k={k} B={batch}: ours {ms['ours']:.1f} ms, previous {ms['reference']:.1f} ms, "
+        f"cKDTree (build+query) {ms['ckdtree']:.1f} ms -> ours/cKDTree {res['ours_over_ckdtree']:.2f}, "
+        f"previous/cKDTree {res['reference_over_ckdtree']:.2f}; equal to previous: {equal_reference}; "
+        f"same sets as cKDTree: {same_sets:.4f}"
+    )
+    return res
+
+
+def bench_knn_features(n: int, channels: int, k: int, batch: int, iters: int) -> dict:
+    """kNN in feature space (no KD-tree helps): ours (float32 brute force + exact re-rank), the
+    previous float64 implementation, and faiss-cpu's exact brute force (``IndexFlatL2``, one
+    index per cloud, float32, no tie-break) when faiss is importable."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(batch, n, channels, generator=g)
+    ours = knn(x, k)
+    equal_reference = bool(torch.equal(ours, knn_reference(x, k)))
+    fns = {"ours": lambda: knn(x, k), "reference": lambda: knn_reference(x, k)}
+    try:
+        import faiss
+    except ImportError:  # optional here
+        faiss = None
+    if faiss is not None:
+        faiss.omp_set_num_threads(torch.get_num_threads())
+        arrs = [np.ascontiguousarray(x[b].numpy()) for b in range(batch)]
+
+        def faiss_query():
+            out = []
+            for a in arrs:
+                index = faiss.IndexFlatL2(channels)
+                index.add(a)
+                out.append(index.search(a, k)[1])
+            return out
+
+        fns["faiss"] = faiss_query
+    ms = timeit_interleaved(fns, iters)
+    res = {
+        "points": n, "channels": channels, "k": k, "batch": batch, "ours_ms": ms["ours"],
+        "reference_ms": ms["reference"], "reference_over_ours": ms["reference"] / ms["ours"],
+        "equal_to_reference": equal_reference, "faiss_ms": ms.get("faiss"),
+    }
+    line = (
+        f"  kNN features N={n} C={channels} k={k} B={batch}: ours {ms['ours']:.1f} ms, "
+        f"previous {ms['reference']:.1f} ms; equal to previous: {equal_reference}"
+    )
+    if faiss is not None:
+        f_idx = torch.from_numpy(np.stack(faiss_query()).astype(np.int64))
+        res["ours_over_faiss"] = ms["ours"] / ms["faiss"]
+        res["fraction_same_neighbour_sets_faiss"] = float(
+            (torch.sort(ours, -1).values == torch.sort(f_idx, -1).values).all(-1).float().mean()
+        )
+        line += (
+            f"; faiss IndexFlatL2 {ms['faiss']:.1f} ms (ours/faiss {res['ours_over_faiss']:.2f}, "
+            f"same sets {res['fraction_same_neighbour_sets_faiss']:.4f})"
+        )
+    else:
+        line += "; faiss not installed"
+    print(line)
+    return res
+
+
+def bench_step_previous(batch: int, n: int, iters: int, init_points: int | None) -> dict:
+    """OG-Net-Small forward+backward (train mode) against the previous implementation in the
+    same run, same weights: ``knn_reference`` (float64 brute-force kNN) and
+    ``max_pool_reference`` (``amax``, whose backward splits gradients among ties)."""
+    import mirror3d.models.ognet.layers as layers_mod
+    import mirror3d.models.ognet.model as model_mod
+
+    kw = {} if init_points is None else {"init_points": init_points}
+    torch.manual_seed(0)
+    model = create_model("og-net-small", num_classes=751, **kw).train()
+    xyz, rgb = person_cloud(batch, n)
+    current = (model_mod.knn, layers_mod.max_pool)
+    previous = (knn_reference, layers_mod.max_pool_reference)
+
+    def make_step(impl):
+        def step():
+            model_mod.knn, layers_mod.max_pool = impl
+            model.zero_grad(set_to_none=True)
+            out = model(xyz, rgb)
+            (out.logits.sum() + out.feature.sum()).backward()
+
+        return step
+
+    try:
+        ms = timeit_interleaved({"ours": make_step(current), "previous": make_step(previous)}, iters)
+    finally:
+        model_mod.knn, layers_mod.max_pool = current
+    res = {"model": "og-net-small", "points": n, "batch": batch, "init_points": model.init_points,
+           "ours_ms": ms["ours"], "previous_ms": ms["previous"],
+           "speedup": ms["previous"] / ms["ours"]}
+    print(
+        f"  og-net-small N={n} B={batch}: step {ms['ours']:.0f} ms, previous implementation "
+        f"{ms['previous']:.0f} ms (x{res['speedup']:.2f})"
     )
     return res
 
@@ -254,11 +357,18 @@ def main(argv: list[str] | None = None) -> dict:
     print("Point ops:")
     fps = bench_fps(fps_n, fps_m, batch, max(iters, 2))
     knn_res = bench_knn(knn_n, 20, batch, max(iters, 2))
+    knn_feat = bench_knn_features(knn_n, 64, 20, batch, max(iters, 2))
+    print("OG-Net-Small step against the previous implementation (kNN, max pooling):")
+    step_previous = [
+        bench_step_previous(2 if args.quick else 24, 512, iters, 256),
+        bench_step_previous(batch, 1024 if args.quick else 4096, iters, None),
+    ]
     elapsed = time.perf_counter() - t_start
 
     result = {
         "info": info, "edgeconv": edgeconv, "models": models, "model_backends": model_backends,
-        "fps": fps, "knn": knn_res, "elapsed_s": elapsed,
+        "fps": fps, "knn": knn_res, "knn_features": knn_feat,
+        "step_previous": step_previous, "elapsed_s": elapsed,
     }
     print("\nSummary")
     print(f"  {'model':<13} {'points':>6} {'batch':>5} {'fwd+bwd ms':>11}")
@@ -266,7 +376,13 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  {row['model']:<13} {row['points']:>6} {row['batch']:>5} {row['fwd_bwd_ms']:>11.1f}")
     print(f"  EdgeConv pyg/dense ratio (paper sizes): {edgeconv['pyg_over_dense']:.2f}")
     print(f"  og-net pyg/dense ratio (whole model):  {model_backends['pyg_over_dense']:.2f}")
-    print(f"  FPS ours/fpsample: {fps['ours_over_fpsample']:.2f}   kNN ours/cKDTree: {knn_res['ours_over_ckdtree']:.2f}")
+    print(f"  FPS ours/fpsample: {fps['ours_over_fpsample']:.2f}   kNN ours/cKDTree: {knn_res['ours_over_ckdtree']:.2f}"
+          f" (previous {knn_res['reference_over_ckdtree']:.2f})")
+    if "ours_over_faiss" in knn_feat:
+        print(f"  kNN features ours/faiss: {knn_feat['ours_over_faiss']:.2f}")
+    for row in step_previous:
+        print(f"  og-net-small N={row['points']} B={row['batch']} step speedup over the previous "
+              f"implementation: x{row['speedup']:.2f}")
     print(f"  total {elapsed:.0f} s")
     write_result(result, args.out)
     if not fps["equal_to_naive"]:

@@ -30,6 +30,8 @@ __all__ = [
     "batch_norm_last",
     "init_classifier",
     "knn_edge_index",
+    "max_pool",
+    "max_pool_reference",
 ]
 
 EDGE_BACKENDS = ("dense", "pyg")
@@ -66,6 +68,25 @@ def batch_norm_last(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> tor
     return y.reshape(x.shape)
 
 
+def max_pool(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Max over ``dim``: (..., k, ...) -> the same shape without ``dim``.
+
+    The backward routes each output's gradient to one maximal entry (``torch.max``'s index)
+    instead of splitting it evenly among tied entries as :func:`max_pool_reference`
+    (``amax``, the previous implementation) does; that split costs two float-mask passes over
+    the whole input (measured: ~20 % of an EdgeConv's forward+backward). The two agree exactly
+    without ties, and where tied entries are copies of one value computed by the same
+    (linear-in-the-gradient) path, e.g. a ball query's padded duplicates or ReLU zeros (no
+    gradient), the gradients of the inputs and parameters agree up to float rounding.
+    """
+    return x.max(dim=dim).values
+
+
+def max_pool_reference(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """The previous :func:`max_pool` (``amax``: the gradient split evenly among ties)."""
+    return x.amax(dim=dim)
+
+
 class MaxMeanPool(nn.Module):
     """Learnable mix of max and mean pooling: ``w·max + (1 − w)·mean``, ``w = sigmoid(p)``.
 
@@ -84,7 +105,7 @@ class MaxMeanPool(nn.Module):
 
     def forward(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         """x: (..., k, ...) -> the same shape without ``dim``."""
-        return self.mix(x.amax(dim=dim), x.mean(dim=dim))
+        return self.mix(max_pool(x, dim), x.mean(dim=dim))
 
 
 class ChannelGate(nn.Module):
@@ -245,7 +266,7 @@ class OmniScaleBranch(nn.Module):
         g = batch_norm_last(self.bn1, grouped + F.linear(rel, w_xyz))
         g = self.gate(g)
         g = F.relu(batch_norm_last(self.bn2, self.conv2(g)))
-        return g.amax(dim=2)
+        return max_pool(g, 2)
 
     def extra_repr(self) -> str:
         return f"radius={self.radius}, nsample={self.nsample}"

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import mirror3d.models.ognet.layers as layers_mod
+
 from mirror3d.models.ognet.layers import (
     ChannelGate,
     EdgeConv,
@@ -222,3 +224,22 @@ def test_embedding_head_dropout_not_in_place():
     assert head(x)[0] is None
     with pytest.raises(ValueError, match="num_classes"):
         EmbeddingHead(12, num_classes=-1)
+
+
+def test_max_pool_equals_amax_and_routes_tied_gradients_to_one_entry():
+    x = torch.randn(3, 7, 5, 4, generator=torch.Generator().manual_seed(8))
+    a = x.clone().requires_grad_(True)
+    b = x.clone().requires_grad_(True)
+    w = torch.randn(3, 7, 4)
+    (layers_mod.max_pool(a, 2) * w).sum().backward()
+    (layers_mod.max_pool_reference(b, 2) * w).sum().backward()
+    assert torch.equal(layers_mod.max_pool(x, 2), x.amax(dim=2))
+    assert torch.equal(a.grad, b.grad)  # no ties: the same gradient
+    # a tie between two copies: amax splits the gradient, max_pool gives it to one entry; the
+    # total per output (what flows back to a shared source) is the same
+    t = torch.tensor([[1.0, 3.0, 3.0, 0.0]], requires_grad=True)
+    layers_mod.max_pool(t, 1).sum().backward()
+    assert sorted(t.grad[0].tolist()) == [0.0, 0.0, 0.0, 1.0] and t.grad[0, 1:3].sum() == 1.0
+    t2 = t.detach().clone().requires_grad_(True)
+    layers_mod.max_pool_reference(t2, 1).sum().backward()
+    assert t2.grad[0].tolist() == [0.0, 0.5, 0.5, 0.0]

@@ -6,9 +6,11 @@ import copy
 import pytest
 import torch
 
+import mirror3d.models.ognet.layers as layers_mod
 import mirror3d.models.ognet.model as model_mod
 from mirror3d.models.ognet import CNN2D, OGNet, ReIDOutput, count_paper_params
-from mirror3d.models.ognet.ops import knn_naive
+from mirror3d.models.ognet.layers import max_pool, max_pool_reference
+from mirror3d.models.ognet.ops import knn, knn_naive, knn_reference
 from mirror3d.models.registry import create_model, list_models, model_info
 
 OGNET_MODELS = list_models(module="mirror3d.models.ognet")
@@ -217,3 +219,26 @@ def test_input_errors():
         create_model("og-net", edge_backend="scatter")
     with pytest.raises(ValueError, match=r"k=20 exceeds the 16 points layer 3"):
         create_model("og-net", init_points=64)
+
+
+@pytest.mark.parametrize("n", [300, 600])  # the KD-tree path on the first layer (N >= 256)
+def test_og_net_small_forward_and_gradients_equal_the_previous_implementation(monkeypatch, n):
+    # previous implementation: knn_reference (float64 brute force) and max_pool_reference (amax)
+    results = []
+    for new in (True, False):
+        monkeypatch.setattr(model_mod, "knn", knn if new else knn_reference)
+        monkeypatch.setattr(layers_mod, "max_pool", max_pool if new else max_pool_reference)
+        torch.manual_seed(0)
+        model = create_model("og-net-small", num_classes=5, init_points=128).train()
+        xyz, rgb = _inputs(model, b=2, n=n, seed=1)
+        rgb.requires_grad_(True)
+        out = model(xyz, rgb)
+        (out.logits.square().sum() + out.feature.sum()).backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        results.append((out.logits.detach(), out.feature.detach(), rgb.grad.clone(), grads))
+    (l1, f1, r1, g1), (l2, f2, r2, g2) = results
+    assert torch.equal(l1, l2) and torch.equal(f1, f2)  # same neighbours, same maxima
+    assert torch.allclose(r1, r2, rtol=1e-4, atol=1e-6)
+    for a, b in zip(g1, g2):
+        # atol: conv biases followed by a BatchNorm have a zero gradient up to rounding (~1e-6)
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), (a - b).abs().max()

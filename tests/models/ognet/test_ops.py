@@ -13,6 +13,7 @@ from mirror3d.models.ognet.ops import (
     gather_points_naive,
     knn,
     knn_naive,
+    knn_reference,
 )
 
 
@@ -139,6 +140,36 @@ def test_knn_chunking_does_not_change_result():
     assert torch.equal(knn(x, 8, chunk_size=1), knn(x, 8, chunk_size=64))
 
 
+@pytest.mark.parametrize("method", ["kdtree", "brute", "auto"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_knn_methods_equal_the_reference_implementation(method, dtype):
+    g = torch.Generator().manual_seed(5)
+    clouds = [
+        torch.randn(2, 300, 3, generator=g) * torch.tensor([0.25, 0.8, 0.15]),  # person-like
+        torch.randn(2, 300, 3, generator=g) * 100 + 50,  # large offset: float32 rounding
+        torch.randint(0, 3, (2, 200, 3), generator=g).float(),  # ties and duplicates
+        torch.randint(0, 4, (1, 64, 3), generator=g).float() * 0.1,  # inexact ties
+    ]
+    for x in clouds:
+        x = x.to(dtype)
+        for k in (1, 6, 20):
+            assert torch.equal(knn(x, k, method=method), knn_reference(x, k)), (k, x.shape)
+
+
+@pytest.mark.parametrize("method", ["kdtree", "brute"])
+def test_knn_duplicate_clusters_larger_than_k(method):
+    # 30 copies of each of 5 points: the cheap search may not even return the point itself
+    base = torch.randn(1, 5, 3, generator=torch.Generator().manual_seed(6))
+    x = base.repeat_interleave(30, dim=1)
+    assert torch.equal(knn(x, 10, method=method), knn_naive(x, 10))
+
+
+def test_knn_feature_space_matches_naive():
+    x = torch.randn(2, 70, 40, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(knn(x, 9), knn_naive(x, 9))
+    assert torch.equal(knn(x, 9, method="brute", chunk_size=5), knn_reference(x, 9))
+
+
 def test_knn_errors():
     with pytest.raises(ValueError, match="k=9"):
         knn(torch.rand(1, 8, 3), 9)
@@ -148,6 +179,8 @@ def test_knn_errors():
         knn(bad, 2)
     with pytest.raises(ValueError, match="chunk_size"):
         knn(torch.rand(1, 8, 3), 2, chunk_size=0)
+    with pytest.raises(ValueError, match="method"):
+        knn(torch.rand(1, 8, 3), 2, method="grid")
 
 
 # ---------------------------------------------------------------- gather
