@@ -28,7 +28,10 @@ import copy
 import json
 import os
 import pathlib
+import queue
+import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +60,8 @@ from mirror3d.utils.rundir import (append_metrics, check_usable, counts_line, ov
                                    resume_field, run_name_field, trim_metrics, write_skipped)
 
 __all__ = ["KIND", "CaslDataConfig", "CaslOptimConfig", "CaslTrainConfig", "casl_records",
-           "load_casl_data", "step_settings", "casl_warm_up", "train_casl_loop"]
+           "load_casl_data", "prefetched", "build_optimisers", "step_settings", "casl_warm_up",
+           "train_casl_loop"]
 
 #: the checkpoint kind of CASL runs (``format: mirror3d/casl``)
 KIND = "casl"
@@ -84,7 +88,9 @@ class CaslDataConfig:
         "range": (0.0, 1.0), "help": "fail when fewer than this fraction of the training images "
                                      "found (max_train aside) are usable: with a mask, inside "
                                      "ratio_range (none at all always fails)"})
-    workers: int = field(default=0, metadata={"range": (0, 64), "help": "DataLoader workers"})
+    workers: int = field(default=0, metadata={
+        "range": (0, 64), "help": "DataLoader worker processes (0: the trainer loads the batches "
+                                  "in a background thread, two ahead of the step)"})
     oracle_camera: bool = field(default=False, metadata={
         "help": "diagnostic only, never self-supervised: feed SynthPeople's true cameras instead "
                 "of the camera encoder's (needs data.aug none; docs/casl-on-cpu.md)"})
@@ -236,11 +242,81 @@ def load_casl_data(cfg: CaslTrainConfig):
     return train, clean, test
 
 
+def prefetched(batches: Iterable, depth: int = 2) -> Iterator:
+    """The items of ``batches``, produced up to ``depth`` ahead by a background thread.
+
+    The training thread then does not wait for image decoding and augmentation (the loader's
+    ``num_workers 0`` path): that work runs while the step's single-threaded parts leave a core
+    free. The items and their order are exactly those of ``batches`` (the data's random draws
+    use their own generators); an exception in the thread is raised here, at the item where it
+    happened. Leaving the loop early (``break``) stops the thread after at most ``depth`` more
+    items.
+    """
+    if depth < 1:
+        yield from batches
+        return
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in batches:
+                if not put((item, None)):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((done, exc))
+            return
+        put((done, None))
+
+    thread = threading.Thread(target=work, name="casl-data", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = items.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 # ------------------------------------------------------------------------------ schedules
 def step_settings(cfg: CaslTrainConfig) -> CaslStepSettings:
     """The part of the config one training step reads."""
     return CaslStepSettings(loss=cfg.loss, bias_range=cfg.optim.bias_range, gan=cfg.optim.gan,
                             bg=cfg.data.bg)
+
+
+def build_optimisers(cfg: CaslTrainConfig, model: torch.nn.Module,
+                     disc: torch.nn.Module) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    """(encoder optimiser, critic optimiser): Adam with amsgrad (as the reference code), the
+    encoder's parameter groups at ``optim.lr × lr_scale``, betas (``optim.beta1``, 0.999).
+
+    ``foreach=True``: one multi-tensor kernel per update stage instead of a Python loop over
+    the ~300 parameter tensors (PyTorch picks the loop on CPU by default); the same update, bit
+    for bit (tests/engine/test_casl_train.py).
+    """
+    betas = (cfg.optim.beta1, 0.999)
+    groups = model.encoder.param_groups()
+    opt_e = torch.optim.Adam([{"params": g["params"], "lr": cfg.optim.lr * g["lr_scale"],
+                               "lr_scale": g["lr_scale"]} for g in groups],
+                             lr=cfg.optim.lr, betas=betas, amsgrad=True, foreach=True)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.optim.lr, betas=betas, amsgrad=True,
+                             foreach=True)
+    return opt_e, opt_d
 
 
 def casl_warm_up(cfg: CaslTrainConfig, clock: TrainingClock, epoch_f: float) -> float:
@@ -291,12 +367,7 @@ def _train_casl(cfg: CaslTrainConfig, run_dir: pathlib.Path, resume: str, device
     train_ds, clean_ds, test_ds = load_casl_data(cfg)
     model, disc = build_model(cfg)
     model, disc = model.to(device), disc.to(device)
-    groups = model.encoder.param_groups()
-    opt_e = torch.optim.Adam([{"params": g["params"], "lr": cfg.optim.lr * g["lr_scale"],
-                               "lr_scale": g["lr_scale"]} for g in groups],
-                             lr=cfg.optim.lr, betas=(cfg.optim.beta1, 0.999), amsgrad=True)
-    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, 0.999),
-                             amsgrad=True)
+    opt_e, opt_d = build_optimisers(cfg, model, disc)
     proto = PrototypeLoop(cfg.prototype)
     enc_loop = EncoderLoop(cfg.encoder_loop.schedule)
     settings = step_settings(cfg)
@@ -309,6 +380,8 @@ def _train_casl(cfg: CaslTrainConfig, run_dir: pathlib.Path, resume: str, device
         disc.load_state_dict(state["disc"])
         opt_e.load_state_dict(state["opt_e"])
         opt_d.load_state_dict(state["opt_d"])
+        for g in opt_e.param_groups + opt_d.param_groups:  # older checkpoints: the slow loop
+            g["foreach"] = True
         proto.load_state_dict(state["prototype"])
         start_epoch, step = int(state["epoch"]) + 1, int(state["step"])
         saved_rng = state.get("rng")
@@ -384,7 +457,7 @@ def _train_casl(cfg: CaslTrainConfig, run_dir: pathlib.Path, resume: str, device
         sums: dict = {}
         n = 0
         t0 = time.time()
-        for i, batch in enumerate(loader):
+        for i, batch in enumerate(prefetched(loader, 2 if cfg.data.workers == 0 else 0)):
             warm = casl_warm_up(cfg, clock, epoch + i / max(1, len(loader)))
             x = batch["image"].to(device)
             if rank == 0 and cfg.optim.eval_every and step % cfg.optim.eval_every == 0:

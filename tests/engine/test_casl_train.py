@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -10,11 +11,13 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import dataset_fixtures
-from mirror3d.engine.casl_train import (CaslTrainConfig, casl_records, casl_warm_up,
-                                        load_casl_data, step_settings, train_casl_loop)
+from mirror3d.engine.casl_train import (CaslTrainConfig, build_optimisers, casl_records,
+                                        casl_warm_up, load_casl_data, prefetched, step_settings,
+                                        train_casl_loop)
 from mirror3d.engine.runtime import TrainingClock
 from mirror3d.jobs import resolve_config
 from mirror3d.models.casl import load_casl
+from mirror3d.models.casl.step import build_model
 from mirror3d.utils.checkpoint import latest_checkpoint, load_checkpoint
 from mirror3d.utils.config import update_config
 
@@ -103,6 +106,55 @@ def test_data_checks_and_schedules(tmp_path, hq):
     clock = TrainingClock(2)
     assert casl_warm_up(cfg, clock, 0.0) == pytest.approx(0.01)
     assert casl_warm_up(cfg, clock, 1.0) == 1.0  # warm_epochs 1 in the smoke preset
+
+
+def test_prefetched_batches_are_the_loaders_in_order_errors_raised_early_exit_stops():
+    loader = torch.utils.data.DataLoader(list(range(40)), batch_size=4, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))
+    again = torch.utils.data.DataLoader(list(range(40)), batch_size=4, shuffle=True,
+                                        generator=torch.Generator().manual_seed(0))
+    got = list(prefetched(loader, 2))
+    assert len(got) == 10 and all(torch.equal(a, b) for a, b in zip(got, again))
+    assert [x for x in prefetched(range(5), 0)] == list(range(5))  # depth 0: no thread
+
+    def failing():
+        yield 1
+        raise OSError("bad image")
+
+    it = prefetched(failing(), 2)
+    assert next(it) == 1
+    with pytest.raises(OSError, match="bad image"):
+        next(it)
+    before = threading.active_count()
+    for i, _ in enumerate(prefetched(iter(range(10 ** 6)), 2)):  # leaving early
+        if i == 3:
+            break
+    assert threading.active_count() == before  # the thread is gone
+
+
+def test_optimisers_update_exactly_as_the_per_tensor_adam():
+    cfg = CaslTrainConfig()
+    torch.manual_seed(0)
+    model, disc = build_model(update_config(cfg, {"data.image_size": (32, 64)}))
+    opt_e, opt_d = build_optimisers(cfg, model, disc)
+    assert all(g["amsgrad"] and g["foreach"] for g in opt_e.param_groups + opt_d.param_groups)
+    assert {g["lr_scale"] for g in opt_e.param_groups} == {1.0, 0.05}
+    params = [p for g in opt_e.param_groups for p in g["params"]]
+    ref_params = [p.detach().clone().requires_grad_() for p in params]
+    ref_groups, start = [], 0
+    for g in opt_e.param_groups:  # the same groups, as plain tensors of the same values
+        ref_groups.append({"params": ref_params[start:start + len(g["params"])], "lr": g["lr"]})
+        start += len(g["params"])
+    ref = torch.optim.Adam(ref_groups, lr=cfg.optim.lr, betas=(cfg.optim.beta1, 0.999),
+                           amsgrad=True, foreach=False)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        for p, q in zip(params, ref_params):
+            p.grad = torch.randn(p.shape, generator=gen)
+            q.grad = p.grad.clone()
+        opt_e.step()
+        ref.step()
+    assert all(torch.equal(p, q) for p, q in zip(params, ref_params))
 
 
 def test_training_run_logs_its_config_epochs_curve_summary_and_template_to_mlflow(tmp_path, hq):

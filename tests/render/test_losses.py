@@ -23,6 +23,18 @@ REG_V = torch.tensor([[1.0, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], dtype
 REG_F = torch.tensor([[0, 1, 2], [0, 3, 1], [0, 2, 3], [1, 3, 2]])
 
 
+def test_laplacian_loss_equals_the_dense_formula_with_gradients():
+    v, f = ico_sphere(2)[:2]
+    L = uniform_laplacian(v.shape[0], f)
+    torch.manual_seed(0)
+    delta = (0.1 * torch.randn(5, v.shape[0], 3)).requires_grad_()
+    got = laplacian_loss(delta, L)  # sparse product
+    (g,) = torch.autograd.grad(got, delta)
+    want = (torch.matmul(L, delta) ** 2).sum() / 5  # the dense formula it replaced
+    (g_want,) = torch.autograd.grad(want, delta)
+    assert torch.allclose(got, want, rtol=1e-5) and torch.allclose(g, g_want, atol=1e-6)
+
+
 def test_laplacian_loss_by_hand():
     L = uniform_laplacian(4, TET_F, dtype=torch.float64)
     delta = torch.zeros(2, 4, 3, dtype=torch.float64)

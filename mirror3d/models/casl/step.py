@@ -13,7 +13,8 @@ and, at the end of training, :func:`held_out_mask_iou`. The loop that runs them 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,8 @@ from mirror3d.models.casl.model import CaslModel, image_to_input
 from mirror3d.models.casl.networks import CaslNetConfig, build_discriminator
 from mirror3d.utils.config import config_from_dict
 
-__all__ = ["CaslStepSettings", "casl_step", "prototype_update", "held_out_mask_iou", "held_out_stats",
+__all__ = ["CaslStepSettings", "casl_step", "casl_step_reference", "constant_parameters",
+           "prototype_update", "held_out_mask_iou", "held_out_stats",
            "build_casl_model", "build_model"]
 
 
@@ -103,7 +105,10 @@ def casl_step(model: CaslModel, disc: Discriminator, opt_e: torch.optim.Optimize
     tz = model.template_init[:, 2]
     flip = sum(flip_term(a.delta, model.mirror_index, tz, lc) for a in (ae, ai, aire)) / 3
     ic, icparts = ic_loss(aire, ai, model.vertices(aire), verts_i, lc)
-    gan_g = wgan_g_loss(disc, fake, lc) if fake is not None else data * 0
+    gan_g = data * 0
+    if fake is not None:
+        with constant_parameters(disc):  # the encoder step needs no critic weight gradients
+            gan_g = wgan_g_loss(disc, fake, lc)
     loss = warm * (gan_g + data + reg + flip + ic)
     if not torch.isfinite(loss):
         raise FloatingPointError("non-finite CASL loss")
@@ -121,6 +126,21 @@ def casl_step(model: CaslModel, disc: Discriminator, opt_e: torch.optim.Optimize
     parts.update(loss=loss.detach(), data=data.detach(), reg=reg.detach(), flip=flip.detach(),
                  ic=ic.detach(), gan_g=gan_g.detach(), train_mask_iou=iou)
     return {k: float(v) for k, v in parts.items()}
+
+
+@contextlib.contextmanager
+def constant_parameters(module: torch.nn.Module) -> Iterator[None]:
+    """Ops recorded inside treat ``module``'s parameters as constants: a later backward
+    computes no gradient for them (and skips the work), while gradients still flow through the
+    module to its inputs. ``requires_grad`` is restored on exit."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def _identity(t: torch.Tensor) -> torch.Tensor:
@@ -206,6 +226,72 @@ def held_out_stats(model: CaslModel, loader, device, truth=None,
                    azimuth_err_folded_median=torch.cat(az_fold).median().item(),
                    distance_rel_err=torch.cat(d_err).median().item())
     return out
+
+
+# ------------------------------------------------------------------------------ reference
+def casl_step_reference(model: CaslModel, disc: Discriminator, opt_e: torch.optim.Optimizer,
+              opt_d: torch.optim.Optimizer, x: torch.Tensor, settings: CaslStepSettings,
+              frozen: set, warm: float, generator: torch.Generator | None = None,
+              sync_grads: Callable[[Iterable[torch.nn.Parameter]], None] | None = None,
+              camera: Mapping[str, torch.Tensor] | None = None) -> dict:
+    """The CASL step as it was before the speed-ups of issue #17 (same arguments and result
+    as :func:`casl_step`): the reference the fast step is tested and benchmarked against
+    (tests/models/casl/test_step.py, benchmarks/casl_step_curves.py). Kept unchanged."""
+    lc = settings.loss
+    rgb, mask = x[:, :3], x[:, 3]
+    ae = model.encode(x, frozen)
+    if camera is not None:
+        ae = model.with_camera(ae, **{k: v.to(x.device) for k, v in camera.items()})
+    rec = model.render(ae, with_background=settings.bg)
+    parts: dict = {}
+
+    # the interpolated sample, rendered and re-encoded with every encoder trainable
+    ai = model.interpolate(ae, settings.bias_range, generator)
+    xir = model.render(ai, with_background=settings.bg)
+    aire = model.encode(image_to_input(xir.rgb, xir.soft_mask).detach())
+
+    fake = None
+    if settings.gan:
+        ae90 = model.random_azimuth_view(ae, generator)
+        x90 = model.render(ae90, with_background=settings.bg)
+        fake = x90.image4
+        d_loss, d_parts = wgan_d_loss(disc, x, fake, lc)
+        opt_d.zero_grad(set_to_none=True)
+        (warm * d_loss).backward()
+        if sync_grads is not None:
+            sync_grads(disc.parameters())
+        opt_d.step()
+        parts.update(d_parts)
+
+    verts_e, verts_i = model.vertices(ae), model.vertices(ai)
+    data, dparts = data_loss(rec.rgb, rec.soft_mask, rgb, mask, lc)
+    regs = []
+    for a, v in ((ae, verts_e), (ai, verts_i)):
+        r, rparts = mesh_regularisers(a.delta, v, model.faces, model.laplacian, model.edge_faces,
+                                      model.edges, model.template_init[:, 2], model.ratio, lc)
+        regs.append(r)
+    reg = sum(regs) / 2
+    tz = model.template_init[:, 2]
+    flip = sum(flip_term(a.delta, model.mirror_index, tz, lc) for a in (ae, ai, aire)) / 3
+    ic, icparts = ic_loss(aire, ai, model.vertices(aire), verts_i, lc)
+    gan_g = wgan_g_loss(disc, fake, lc) if fake is not None else data * 0
+    loss = warm * (gan_g + data + reg + flip + ic)
+    if not torch.isfinite(loss):
+        raise FloatingPointError("non-finite CASL loss")
+    opt_e.zero_grad(set_to_none=True)
+    loss.backward()
+    if sync_grads is not None:
+        sync_grads(model.parameters())
+    opt_e.step()
+
+    with torch.no_grad():
+        iou = soft_iou(rec.soft_mask, mask).mean()
+    parts.update(dparts)
+    parts.update(rparts)
+    parts.update(icparts)
+    parts.update(loss=loss.detach(), data=data.detach(), reg=reg.detach(), flip=flip.detach(),
+                 ic=ic.detach(), gan_g=gan_g.detach(), train_mask_iou=iou)
+    return {k: float(v) for k, v in parts.items()}
 
 
 # ------------------------------------------------------------------------------ building

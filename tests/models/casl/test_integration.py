@@ -79,6 +79,20 @@ def test_neighbour_difference_matches_a_per_vertex_loop():
     assert torch.allclose(NeighbourDifference(v, faces)(f), want, atol=1e-5)
 
 
+def test_neighbour_difference_module_equals_the_dense_product_with_gradients():
+    verts, faces, _ = template_mesh()
+    v = verts.shape[0]
+    module = NeighbourDifference(v, faces)
+    torch.manual_seed(0)
+    f = torch.randn(4, 16, v, requires_grad=True)
+    w = torch.randn(4, 16, v)
+    out = module(f)  # the sparse product
+    want = neighbour_difference(f, uniform_laplacian(v, faces))  # the dense reference
+    (g,) = torch.autograd.grad((out * w).sum(), f)
+    (g_want,) = torch.autograd.grad((want * w).sum(), f)
+    assert torch.allclose(out, want, atol=1e-5) and torch.allclose(g, g_want, atol=1e-5)
+
+
 def test_neighbour_difference_shape_errors():
     with pytest.raises(ValueError, match="laplacian"):
         neighbour_difference(torch.zeros(1, 2, 5), torch.zeros(4, 4))

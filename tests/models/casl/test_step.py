@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from mirror3d.engine.casl_train import CaslTrainConfig
 from mirror3d.models.casl.em import PrototypeLoop, PrototypeLoopConfig
 from mirror3d.models.casl.losses import CaslLossConfig
 from mirror3d.models.casl.step import (CaslStepSettings, build_casl_model, build_model, casl_step,
+                                       casl_step_reference, constant_parameters,
                                        held_out_mask_iou, prototype_update)
 from mirror3d.utils.config import config_to_dict, update_config
 
@@ -55,6 +58,43 @@ def test_gan_step_trains_the_critic_and_a_bad_loss_raises():
         assert "non-finite CASL loss" in str(e)
     else:
         raise AssertionError("a non-finite loss must raise")
+
+
+def _adam(params):
+    return torch.optim.Adam(params, 1e-3, betas=(0.95, 0.999), amsgrad=True)
+
+
+def test_fast_step_trains_exactly_as_the_reference_step():
+    """casl_step against casl_step_reference (the step before issue #17's speed-ups): same
+    metrics and the same encoder and critic weights after steps with the critic, an encoder
+    loop that freezes a group, and the global random state (dropout, GP mix) in step."""
+    torch.manual_seed(0)
+    model, disc = build_model(_cfg())
+    runs = []
+    for step in (casl_step_reference, casl_step):
+        m, d = copy.deepcopy(model), copy.deepcopy(disc)
+        opt_e, opt_d = _adam(m.parameters()), _adam(d.parameters())
+        torch.manual_seed(1)
+        gen = torch.Generator().manual_seed(2)
+        metrics = [step(m, d, opt_e, opt_d, _batch(), CaslStepSettings(), frozen, 1.0, gen)
+                   for frozen in (set(), {"shape"})]
+        runs.append((metrics, m, d))
+    (m_ref, model_ref, disc_ref), (m_fast, model_fast, disc_fast) = runs
+    assert m_fast == m_ref and m_ref[0]["gan_g"] != 0.0
+    for a, b in ((model_ref, model_fast), (disc_ref, disc_fast)):
+        for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(x, y), name
+
+
+def test_constant_parameters_pass_gradients_through_but_not_to_the_weights():
+    lin = torch.nn.Linear(3, 2)
+    x = torch.randn(4, 3, requires_grad=True)
+    with constant_parameters(lin):
+        y = lin(x).sum()
+    assert all(p.requires_grad for p in lin.parameters())  # restored on exit
+    y.backward()
+    assert lin.weight.grad is None and lin.bias.grad is None
+    assert torch.allclose(x.grad, lin.weight.detach().sum(0).expand(4, 3))
 
 
 def test_build_model_from_the_config_or_its_saved_dict():
