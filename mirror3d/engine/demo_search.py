@@ -16,7 +16,10 @@ lift an uploaded photo and is refused when the service starts.
 The gallery is the run's gallery split, embedded once and kept as a
 :class:`mirror3d.retrieval.GalleryIndex` under ``<run_dir>/demo_index`` (reused while its
 fingerprint — checkpoint, shard files or image tree, lifting settings — matches). Ranking is
-exact cosine top-k (``GalleryIndex.search``), as torchreid's ``visrank`` shows it.
+cosine top-k (``GalleryIndex.search``), as torchreid's ``visrank`` shows it: exact (faiss, or
+torch without it) unless the cached index was saved with an approximate method (``"ivf"`` or
+``"hnsw"``, for galleries of a million and more), which is then loaded and used as saved;
+``index_method`` chooses the method of the index built (or re-derived from the cached features).
 
 Example::
 
@@ -211,6 +214,12 @@ class SearchService:
             benchmark gallery); then the run's gallery is not embedded.
         limits: caps of uploads given as bytes.
         batch_size: gallery samples per forward pass when building the index.
+        index_method: None (default): a cached index is used with the search method it was
+            saved with, a new one is exact; "exact", "ivf" or "hnsw": the index's method (a
+            cached index with another method is re-indexed from its saved features, without
+            embedding the gallery again, and saved).
+        index_params: the method's parameters (:func:`mirror3d.retrieval.gallery.
+            default_method_params` for the rest).
 
     Attributes:
         kind: ``"points"`` or ``"image"``.  recipe: the :class:`LiftRecipe` (points) or None.
@@ -226,8 +235,11 @@ class SearchService:
     def __init__(self, run_dir: str | os.PathLike, device: str = "cpu",
                  index_dir: str | os.PathLike | None = None,
                  gallery_index: GalleryIndex | None = None,
-                 limits: UploadLimits = UploadLimits(), batch_size: int = 64) -> None:
+                 limits: UploadLimits = UploadLimits(), batch_size: int = 64,
+                 index_method: str | None = None, index_params: dict | None = None) -> None:
         self.run_dir = pathlib.Path(run_dir)
+        self.index_method = index_method
+        self.index_params = dict(index_params or {})
         self.device = device
         self.limits = limits
         self.batch_size = int(batch_size)
@@ -285,13 +297,26 @@ class SearchService:
     def _gallery_index(self) -> GalleryIndex:
         fp = self.fingerprint()
         fp_file = self.index_dir / FINGERPRINT_FILE
+        index = None
         try:
             if json.loads(fp_file.read_text()) == json.loads(json.dumps(fp)):
-                return GalleryIndex.load(self.index_dir)
-        except (OSError, ValueError) as e:
+                try:
+                    index = GalleryIndex.load(self.index_dir)
+                except ImportError as e:  # an approximate index saved where faiss now is missing
+                    log.warning("demo search: searching the cached gallery exactly (%s)", e)
+                    index = GalleryIndex.load(self.index_dir, method="exact")
+                want = self.index_method or index.method
+                if want == index.method and all(index.method_params.get(key) == v
+                                                for key, v in self.index_params.items()):
+                    return index
+                # another search method asked for: re-index the cached features
+                index = GalleryIndex(index.features, index.metadata, method=self.index_method
+                                     or index.method, method_params=self.index_params or None)
+        except (OSError, ValueError, ImportError) as e:
             if fp_file.exists():
                 log.warning("demo search: rebuilding the gallery index (%s)", e)
-        index = self.build_index()
+        if index is None:
+            index = self.build_index()
         try:
             index.save(self.index_dir, overwrite=True)
             atomic_write(fp_file, json.dumps(fp, indent=1))
@@ -307,7 +332,8 @@ class SearchService:
         m = data.gallery_meta
         meta = [{"pid": int(p), "camid": int(c), "path": str(s)}
                 for p, c, s in zip(m["pid"], m["camid"], m["path"])]
-        return GalleryIndex(feats, meta)
+        return GalleryIndex(feats, meta, method=self.index_method or "exact",
+                            method_params=self.index_params or None)
 
     # ------------------------------------------------------------------------------ queries
     def _image(self, image) -> np.ndarray:

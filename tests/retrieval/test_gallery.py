@@ -1,8 +1,10 @@
-"""GalleryIndex: search against a numpy argsort reference, save/load, validation."""
+"""GalleryIndex: search against a numpy argsort reference (torch backend), faiss against torch,
+the approximate methods against exact search, save/load, validation."""
 
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -94,7 +96,8 @@ def test_save_load_roundtrip(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["features.npy", "index.json", "meta.parquet"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gal"]  # no temp dir left
     info = json.loads((out / "index.json").read_text())
-    assert (info["dim"], info["count"], info["normalized"], info["version"]) == (12, 50, True, 1)
+    assert (info["dim"], info["count"], info["normalized"], info["version"]) == (12, 50, True, 2)
+    assert info["search"] == {"method": "exact", "params": {}}
     for mmap in (False, True):
         loaded = GalleryIndex.load(out, backend="torch", mmap=mmap)
         np.testing.assert_array_equal(loaded.features, index.features)
@@ -179,15 +182,159 @@ def test_bad_input():
         index.search(np.ones((2, 12)), 0)
 
 
-def test_faiss_backend_matches_torch_or_is_import_guarded():
+def test_version_1_directory_loads_as_exact(tmp_path):
     feats, meta = make_gallery()
-    queries = np.random.default_rng(4).normal(size=(5, 12))
-    if faiss_available():
-        a = GalleryIndex(feats, meta, backend="faiss").search(queries, 5)
-        b = GalleryIndex(feats, meta, backend="torch").search(queries, 5)
-        np.testing.assert_array_equal(a[1], b[1])
-        assert GalleryIndex(feats, meta).backend == "faiss"
-    else:
-        with pytest.raises(ImportError, match="faiss"):
-            GalleryIndex(feats, meta, backend="faiss")
-        assert GalleryIndex(feats, meta).backend == "torch"
+    d = GalleryIndex(feats, meta, backend="torch").save(tmp_path / "gal")
+    info = json.loads((d / "index.json").read_text())
+    del info["search"]
+    (d / "index.json").write_text(json.dumps({**info, "version": 1}))
+    loaded = GalleryIndex.load(d)
+    assert loaded.method == "exact"
+    np.testing.assert_array_equal(loaded.features, GalleryIndex(feats, meta).features)
+
+
+def test_faiss_is_the_default_backend_and_matches_torch_top10():
+    """faiss-cpu is a dependency: "auto" is faiss; its exact top-10 equals the torch reference's
+    (and the numpy argsort reference's) on a gallery large enough for faiss to block its work."""
+    assert faiss_available()
+    feats = np.random.default_rng(5).normal(size=(3000, 64)).astype(np.float32)
+    meta = [{"pid": i, "camid": 0, "path": str(i)} for i in range(3000)]
+    queries = np.random.default_rng(6).normal(size=(40, 64)).astype(np.float32)
+    index = GalleryIndex(feats, meta)
+    assert index.backend == "faiss" and index.method == "exact"
+    fs, fi = index.search(queries, 10)
+    ts, ti = GalleryIndex(feats, meta, backend="torch").search(queries, 10)
+    np.testing.assert_array_equal(fi, ti)
+    np.testing.assert_allclose(fs, ts, atol=1e-5)
+    np.testing.assert_array_equal(fi, reference_search(feats, queries, 10)[1])
+
+
+def test_torch_is_the_fallback_without_faiss(monkeypatch):
+    monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` raises ImportError
+    assert not faiss_available()
+    feats, meta = make_gallery()
+    assert GalleryIndex(feats, meta).backend == "torch"
+    with pytest.raises(ImportError, match="faiss"):
+        GalleryIndex(feats, meta, backend="faiss")
+    with pytest.raises(ImportError, match="faiss"):
+        GalleryIndex(feats, meta, method="hnsw")
+
+
+def clustered_gallery(n=600, d=32, ids=60, seed=0):
+    """Re-id-like features: per-identity centres plus noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(ids, d))
+    feats = (centres[rng.integers(0, ids, n)] + 0.5 * rng.normal(size=(n, d))).astype(np.float32)
+    queries = (centres[rng.integers(0, ids, 30)] + 0.5 * rng.normal(size=(30, d))).astype(np.float32)
+    meta = [{"pid": i, "camid": 0, "path": f"g/{i}"} for i in range(n)]
+    return feats, meta, queries
+
+
+def recall(approx_idx, exact_idx):
+    return float(np.mean([len(set(a) & set(e)) / len(e) for a, e in zip(approx_idx, exact_idx)]))
+
+
+def test_ivf_probing_every_list_is_exact_and_fewer_lists_are_approximate():
+    feats = np.random.default_rng(7).normal(size=(800, 24)).astype(np.float32)
+    meta = [{"pid": i, "camid": 0, "path": str(i)} for i in range(800)]
+    queries = np.random.default_rng(8).normal(size=(30, 24))
+    es, ei = GalleryIndex(feats, meta, backend="torch").search(queries, 10)
+    ivf = GalleryIndex(feats, meta, method="ivf", method_params={"nlist": 16, "nprobe": 1})
+    assert ivf.backend == "faiss" and ivf.method_params["nlist"] == 16
+    assert recall(ivf.search(queries, 10)[1], ei) < 0.9  # unstructured data, one list of 16
+    ivf.set_search_params(nprobe=16)
+    s, i = ivf.search(queries, 10)
+    np.testing.assert_array_equal(i, ei)
+    np.testing.assert_allclose(s, es, atol=1e-5)
+    with pytest.raises(ValueError, match="ef_search"):
+        ivf.set_search_params(ef_search=10)
+
+
+def test_ivf_query_with_fewer_than_k_candidates_is_answered_exactly():
+    feats = np.random.default_rng(9).normal(size=(200, 8)).astype(np.float32)
+    meta = [{"pid": i, "camid": 0, "path": str(i)} for i in range(200)]
+    queries = np.random.default_rng(10).normal(size=(6, 8))
+    ivf = GalleryIndex(feats, meta, method="ivf", method_params={"nlist": 5, "nprobe": 1})
+    q = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    assert (ivf._ann.search(q, 150)[1] < 0).any()  # faiss alone pads with -1
+    s, i = ivf.search(queries, 150)  # each list holds ~40 rows: every query comes up short
+    es, ei = GalleryIndex(feats, meta, backend="torch").search(queries, 150)
+    assert (i >= 0).all()
+    np.testing.assert_array_equal(i, ei)
+
+
+def test_hnsw_finds_the_exact_top10_on_clustered_features():
+    feats, meta, queries = clustered_gallery()
+    _, ei = GalleryIndex(feats, meta, backend="torch").search(queries, 10)
+    hnsw = GalleryIndex(feats, meta, method="hnsw", method_params={"m": 16, "ef_search": 200})
+    assert hnsw.method_params == {"m": 16, "ef_construction": 80, "ef_search": 200}
+    assert recall(hnsw.search(queries, 10)[1], ei) >= 0.99
+    rows = hnsw.search_rows(queries[:2], 3)
+    assert [r["rank"] for r in rows[0]] == [1, 2, 3] and rows[0][0]["score"] >= rows[0][1]["score"]
+
+
+@pytest.mark.parametrize("method,params,search", [
+    ("ivf", {"nlist": 12, "nprobe": 2}, {"nprobe": 3}),
+    ("hnsw", {"m": 8, "ef_search": 16}, {"ef_search": 24}),
+])
+def test_approximate_index_is_saved_and_loaded(tmp_path, method, params, search):
+    feats, meta, queries = clustered_gallery()
+    index = GalleryIndex(feats, meta, method=method, method_params=params)
+    index.set_search_params(**search)
+    d = index.save(tmp_path / "gal")
+    assert sorted(p.name for p in d.iterdir()) == ["ann.faiss", "features.npy", "index.json", "meta.parquet"]
+    info = json.loads((d / "index.json").read_text())
+    assert info["search"]["method"] == method and info["search"]["file"] == "ann.faiss"
+    assert info["search"]["params"] == index.method_params
+    loaded = GalleryIndex.load(d)
+    assert loaded.method == method and loaded.method_params == index.method_params
+    for a, b in zip(loaded.search(queries, 10), index.search(queries, 10)):
+        np.testing.assert_array_equal(a, b)
+    exact = GalleryIndex.load(d, method="exact", backend="torch")
+    assert exact.method == "exact"
+    np.testing.assert_array_equal(exact.search(queries, 10)[1],
+                                  GalleryIndex(feats, meta, backend="torch").search(queries, 10)[1])
+    # overwritten by an exact index: no stale ann.faiss
+    GalleryIndex(feats, meta).save(d, overwrite=True)
+    assert not (d / "ann.faiss").exists() and GalleryIndex.load(d).method == "exact"
+
+
+def test_load_rejects_a_bad_approximate_index(tmp_path):
+    feats, meta, _ = clustered_gallery()
+    d = GalleryIndex(feats, meta, method="ivf", method_params={"nlist": 8}).save(tmp_path / "gal")
+    other = GalleryIndex(feats[:300], meta[:300], method="ivf", method_params={"nlist": 8})
+    other.save(tmp_path / "other")
+    (d / "ann.faiss").write_bytes((tmp_path / "other" / "ann.faiss").read_bytes())
+    with pytest.raises(ValueError, match="300"):
+        GalleryIndex.load(d)
+    hnsw = GalleryIndex(feats, meta, method="hnsw", method_params={"m": 4}).save(tmp_path / "h")
+    (d / "ann.faiss").write_bytes((hnsw / "ann.faiss").read_bytes())
+    with pytest.raises(ValueError, match="IndexIVFFlat"):
+        GalleryIndex.load(d)
+    (d / "ann.faiss").write_bytes(b"not a faiss index")
+    with pytest.raises(ValueError, match="ann.faiss"):
+        GalleryIndex.load(d)
+    (d / "ann.faiss").unlink()
+    with pytest.raises(FileNotFoundError, match="ann.faiss"):
+        GalleryIndex.load(d)
+    assert GalleryIndex.load(d, method="exact").method == "exact"
+    info = json.loads((d / "index.json").read_text())
+    (d / "index.json").write_text(json.dumps({**info, "search": {"method": "annoy"}}))
+    with pytest.raises(ValueError, match="search"):
+        GalleryIndex.load(d)
+
+
+def test_bad_method_arguments():
+    feats, meta = make_gallery()
+    with pytest.raises(ValueError, match="method"):
+        GalleryIndex(feats, meta, method="annoy")
+    with pytest.raises(ValueError, match="nprobe"):
+        GalleryIndex(feats, meta, method="hnsw", method_params={"nprobe": 4})
+    with pytest.raises(ValueError, match="nlist"):
+        GalleryIndex(feats, meta, method="ivf", method_params={"nlist": 0})
+    with pytest.raises(ValueError, match="nlist"):
+        GalleryIndex(feats, meta, method="ivf", method_params={"nlist": 51})
+    with pytest.raises(ValueError, match="torch"):
+        GalleryIndex(feats, meta, backend="torch", method="ivf")
+    with pytest.raises(ValueError, match="method"):
+        GalleryIndex.load("/nonexistent", method="ivf")
