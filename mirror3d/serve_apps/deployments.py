@@ -77,8 +77,10 @@ class ReidSearch:
     """A re-id run and its gallery index behind
     :class:`~mirror3d.engine.demo_search.SearchService`."""
 
-    def __init__(self, run_dir: str, device: str = "cpu", index_dir: str = "") -> None:
-        self.service = SearchService(run_dir, device=device, index_dir=index_dir or None)
+    def __init__(self, run_dir: str, device: str = "cpu", index_dir: str = "",
+                 index_method: str = "", index_params: dict | None = None) -> None:
+        self.service = SearchService(run_dir, device=device, index_dir=index_dir or None,
+                                     index_method=index_method or None, index_params=index_params)
 
     def search(self, image: np.ndarray, mask: np.ndarray | None = None, box: Any = None,
                k: int = 10, query_pid: int | None = None,
@@ -107,5 +109,7 @@ def model_deployments(opts: DemoOptions, casl_run: str, reid_run: str) -> tuple[
         casl_run, device=opts.device, turntable_frames=opts.turntable_frames,
         max_refine_steps=opts.max_refine_steps)
     search = _scaled(ReidSearch, opts.search).bind(reid_run, device=opts.device,
-                                                   index_dir=opts.index_dir)
+                                                   index_dir=opts.index_dir,
+                                                   index_method=opts.index.method,
+                                                   index_params=opts.index.params())
     return rec, search

@@ -15,11 +15,11 @@ flight per replica. The defaults fit the whole demo on 2 CPUs at its maximum sca
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from mirror3d.utils.config import ConfigError
 
-__all__ = ["AutoscalingOptions", "DemoOptions", "ReplicaOptions"]
+__all__ = ["AutoscalingOptions", "DemoOptions", "GalleryIndexOptions", "ReplicaOptions"]
 
 
 @dataclass
@@ -69,6 +69,47 @@ class ReplicaOptions:
 
 
 @dataclass
+class GalleryIndexOptions:
+    """How the demo's gallery is searched (:class:`mirror3d.retrieval.gallery.GalleryIndex`).
+
+    ``method`` empty keeps a cached index as it was saved and builds an exact one when there is
+    none; ``exact`` / ``ivf`` / ``hnsw`` (re)build the index with that method from the cached
+    features (no re-embedding). A parameter left at 0 takes the method's default
+    (:func:`mirror3d.retrieval.gallery.default_method_params`); a parameter of another method is
+    refused by the index.
+    """
+
+    method: Literal["", "exact", "ivf", "hnsw"] = field(default="", metadata={
+        "help": "search method: exact (faiss flat), ivf or hnsw (approximate, for >= 1M rows); "
+                "empty = as cached, else exact"})
+    nlist: int = field(default=0, metadata={
+        "range": (0, 1_000_000), "help": "ivf: k-means lists (0 = sqrt of the gallery size)"})
+    nprobe: int = field(default=0, metadata={
+        "range": (0, 1_000_000), "help": "ivf: lists scanned per query (0 = default)"})
+    m: int = field(default=0, metadata={
+        "range": (0, 512), "help": "hnsw: links per node (0 = 32)"})
+    ef_construction: int = field(default=0, metadata={
+        "range": (0, 100_000), "help": "hnsw: beam width while building (0 = 80)"})
+    ef_search: int = field(default=0, metadata={
+        "range": (0, 100_000), "help": "hnsw: beam width per query (0 = 64)"})
+
+    def params(self) -> dict[str, int]:
+        """The parameters set (non-zero), as ``GalleryIndex``'s ``method_params``."""
+        return {k: v for k, v in (("nlist", self.nlist), ("nprobe", self.nprobe), ("m", self.m),
+                                  ("ef_construction", self.ef_construction),
+                                  ("ef_search", self.ef_search)) if v}
+
+    def validate(self) -> None:
+        own = {"": set(), "exact": set(), "ivf": {"nlist", "nprobe"},
+               "hnsw": {"m", "ef_construction", "ef_search"}}[self.method]
+        foreign = sorted(set(self.params()) - own)
+        if foreign:
+            raise ConfigError(f"index: {', '.join(foreign)} set, but they are not parameters of "
+                              f"method {self.method or '(as cached)'!r}; expected "
+                              f"{', '.join(sorted(own)) or 'none'}")
+
+
+@dataclass
 class DemoOptions:
     """The Ray Serve demo: a CASL run and a re-id run behind a REST API and a Gradio page."""
 
@@ -100,6 +141,7 @@ class DemoOptions:
         "range": (0, 100_000), "help": "most test-time refinement steps one request may ask for"})
     index_dir: str = field(default="", metadata={
         "help": "where the gallery index is cached (default: <reid run>/demo_index)"})
+    index: GalleryIndexOptions = field(default_factory=GalleryIndexOptions)
     mesh_dir: str = field(default="", metadata={
         "help": "where served GLBs and GIFs are kept (default: a new temporary folder)"})
     max_meshes: int = field(default=256, metadata={

@@ -14,6 +14,7 @@ from ray.serve.schema import ServeDeploySchema
 import mirror3d.serve_apps.app as app
 from mirror3d.cli import main
 from mirror3d.jobs import resolve_config
+from mirror3d.serve_apps.deployments import model_deployments
 from mirror3d.serve_apps.options import DemoOptions
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -50,6 +51,13 @@ def test_no_trained_run_names_the_command_that_makes_one(tmp_path, capsys, no_ra
     (["--reconstructor.num_cpus", "-0.5"], "reconstructor.num_cpus"),
     (["--search.autoscaling.min_replicas", "3"], "min_replicas 3 > max_replicas 2"),
     (["--search.autoscaling.max_replica", "3"], "did you mean: search.autoscaling.max_replicas"),
+    (["--index.method", "lsh"], "index.method"),
+    (["--index.method", "hnsw", "--index.nprobe", "8"],
+     "index: nprobe set, but they are not parameters of method 'hnsw'; expected ef_construction, "
+     "ef_search, m"),
+    (["--index.nlist", "100"], "index: nlist set, but they are not parameters of method "
+                               "'(as cached)'"),
+    (["--index.ef_search", "-1"], "index.ef_search"),
 ])
 def test_bad_option_values_are_one_line_before_ray(capsys, no_ray, args, message):
     assert main(["serve", *args]) == 2
@@ -72,3 +80,16 @@ def test_serve_config_yaml_is_a_serve_config_whose_args_are_the_demo_options():
     assert resolve_config("serve") == DemoOptions()
     smoke = resolve_config("serve", "smoke")
     assert smoke.reconstructor.autoscaling.max_replicas == smoke.search.autoscaling.max_replicas == 1
+
+
+def test_index_options_reach_the_search_deployment():
+    """``--index.*`` become ReidSearch's (and so SearchService's) index_method / index_params;
+    parameters left at 0 keep the index's defaults. (Building, saving and loading an approximate
+    index: tests/retrieval/test_demo_index.py.)"""
+    opts = app.demo_options({"index.method": "ivf", "index.nprobe": "5"})
+    _, search = model_deployments(opts, "casl-run", "reid-run")
+    kwargs = search._bound_deployment.init_kwargs
+    assert kwargs["index_method"] == "ivf" and kwargs["index_params"] == {"nprobe": 5}
+    _, search = model_deployments(DemoOptions(), "casl-run", "reid-run")
+    kwargs = search._bound_deployment.init_kwargs
+    assert kwargs["index_method"] == "" and kwargs["index_params"] == {}
