@@ -251,6 +251,9 @@ class PointCloudDataset(_EpochMixin, Dataset):
         short: a cloud with fewer than ``num_points`` points: ``"error"`` raises ValueError
             naming it, ``"repeat"`` pads by repeating its points in order.
         names: a name per cloud for error messages (default ``cloud[<i>]``).
+        backend: the augmentation's implementation (:class:`PointCloudAugment`): ``"numpy"``
+            (default, cheap per sample) or ``"reference"`` (the previous torch one); both give
+            bit-identical samples for the same ``(seed, epoch, index)``.
 
     ``__getitem__`` returns ``dict(points=(R, 6) float32, pid=int, camid=int, index=int)``.
     NaN / inf coordinates raise ValueError naming the sample.
@@ -267,6 +270,7 @@ class PointCloudDataset(_EpochMixin, Dataset):
         seed: int = 0,
         short: str = "error",
         names: Sequence[str] | None = None,
+        backend: str = "numpy",
     ):
         n = len(clouds)
         camids = [0] * n if camids is None else list(camids)
@@ -279,7 +283,8 @@ class PointCloudDataset(_EpochMixin, Dataset):
         self.clouds = list(clouds)
         self.pids, self.camids, self.names = [int(p) for p in pids], [int(c) for c in camids], names
         self.seed, self.epoch = int(seed), 0
-        self.augment = PointCloudAugment(train=train, num_points=num_points, slim=slim, short=short)
+        self.augment = PointCloudAugment(train=train, num_points=num_points, slim=slim, short=short,
+                                         backend=backend)
 
     def __len__(self) -> int:
         return len(self.clouds)

@@ -27,11 +27,16 @@ order: centre xyz on all points; flip x (train, p = 0.5); blank (white) points g
 a subset of points is chosen (random with p = 0.5 in training, evenly spaced otherwise), kept in
 input order; per-axis scale U(0.75, 1.33) and Gaussian jitter sigma = 0.01 clipped to +-0.01
 (train); rgb - 0.5. Rotation and erasing are off in every reference snapshot and are not
-implemented.
+implemented. The default ``backend="numpy"`` does the per-point work in numpy on the chosen
+points only (one gather, no per-point python) with the same random draws from the same
+generator, and gives bit-identical outputs to ``backend="reference"`` (the torch version, kept
+as :meth:`PointCloudAugment.call_reference`): torch's small indexing ops enter OpenMP parallel
+regions, which cost milliseconds each when another process holds the second core.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -385,9 +390,29 @@ def blank_mask(points: torch.Tensor, tol: float = 1e-5) -> torch.Tensor:
     return (points[:, 3:6].mean(dim=1) - 1.0).abs() <= tol
 
 
+def blank_mask_np(points: np.ndarray, tol: float = 1e-5) -> np.ndarray:
+    """:func:`blank_mask` of an (N, 6) float32 / float64 numpy array, bit-for-bit: torch's mean
+    over the 3 colours is ``(r + g) + b`` then a true division by 3 in the array's dtype, and
+    the comparison is against ``tol`` in that dtype. Returns (N,) bool."""
+    dt = points.dtype.type
+    mean = np.add(np.add(points[:, 3], points[:, 4]), points[:, 5]) / dt(3)
+    mean -= dt(1.0)
+    return np.abs(mean, out=mean) <= dt(tol)
+
+
 def _even(n: int, k: int, device) -> torch.Tensor:
     """k evenly spaced indices in [0, n-1], as ``int(linspace(0, n-1, k))``."""
     return torch.linspace(0, n - 1, k, dtype=torch.float64, device=device).long()
+
+
+@functools.lru_cache(maxsize=1024)
+def _even_np(n: int, k: int) -> np.ndarray:
+    """:func:`_even` as a read-only (k,) int64 numpy array, cached per ``(n, k)`` (computed by
+    torch's ``linspace`` itself: its rounding, which numpy's ``linspace`` does not share, decides
+    the truncated indices)."""
+    out = _even(n, k, "cpu").numpy()
+    out.flags.writeable = False
+    return out
 
 
 def select_points(
@@ -459,6 +484,34 @@ def scale_and_jitter(
     return out
 
 
+def _point_array(points) -> np.ndarray | None:
+    """The (N, 6) cloud as a numpy float32 / float64 array, as :func:`check_points` converts it
+    (non-floating -> float32), without copying float arrays; None when only the reference path
+    handles it (other floating dtypes, non-CPU tensors, non-array inputs, wrong shapes: the
+    reference then raises or computes)."""
+    if isinstance(points, torch.Tensor):
+        if points.device.type != "cpu":
+            return None
+        if not points.is_floating_point():
+            if points.is_complex():
+                return None
+            points = points.float()
+        if points.dtype not in (torch.float32, torch.float64):
+            return None
+        a = points.detach().numpy()
+    elif isinstance(points, np.ndarray):
+        a = points
+        if a.dtype.kind in "iub":
+            a = a.astype(np.float32)
+        elif a.dtype not in (np.float32, np.float64) or not a.dtype.isnative:
+            return None
+    else:
+        return None
+    if a.ndim != 2 or a.shape[1] != 6 or a.shape[0] == 0:
+        return None
+    return a
+
+
 class PointCloudAugment:
     """OG-Net per-sample loading (its public code's point-cloud dataset), in order.
 
@@ -470,6 +523,10 @@ class PointCloudAugment:
         scale_range, sigma, clip: per-axis scale and jitter parameters.
         short: what to do with clouds having fewer than ``num_points`` points (see
             :func:`select_points`).
+        backend: ``"numpy"`` (default): the per-point work in numpy on the chosen points only;
+            ``"reference"``: the previous torch implementation (:meth:`call_reference`). Both
+            draw the same numbers from the generator in the same order and return bit-identical
+            clouds.
 
     ``__call__(points (N, 6), generator, name) -> (R, 6)`` float tensor, xyz centred,
     rgb in [-0.5, 0.5] with blank points at 0.
@@ -486,6 +543,7 @@ class PointCloudAugment:
         sigma: float = 0.01,
         clip: float = 0.01,
         short: str = "error",
+        backend: str = "numpy",
     ):
         if num_points is not None and num_points < 1:
             raise ValueError(f"num_points must be >= 1 or None, got {num_points}")
@@ -493,13 +551,26 @@ class PointCloudAugment:
             raise ValueError(f"slim must be in (0, 1], got {slim}")
         if short not in ("error", "repeat"):
             raise ValueError(f"short must be 'error' or 'repeat', got {short!r}")
+        if backend not in ("numpy", "reference"):
+            raise ValueError(f"backend must be 'numpy' or 'reference', got {backend!r}")
         self.train, self.num_points, self.slim = bool(train), num_points, float(slim)
         self.flip_p, self.subset_p = float(flip_p), float(subset_p)
         self.scale_range, self.sigma, self.clip, self.short = scale_range, float(sigma), float(clip), short
+        self.backend = backend
 
     def __call__(
         self, points: torch.Tensor, generator: torch.Generator | None = None, name: str = "points"
     ) -> torch.Tensor:
+        if self.backend == "numpy":
+            a = _point_array(points)
+            if a is not None:
+                return self._call_numpy(a, generator, name)
+        return self.call_reference(points, generator, name)
+
+    def call_reference(
+        self, points: torch.Tensor, generator: torch.Generator | None = None, name: str = "points"
+    ) -> torch.Tensor:
+        """The previous (torch) implementation, kept as the reference of the numpy path."""
         points = check_points(points, name)
         points = center_xyz(points)
         if self.train and _rand(generator) < self.flip_p:
@@ -514,3 +585,55 @@ class PointCloudAugment:
             points = scale_and_jitter(points, generator, self.scale_range, self.sigma, self.clip)
         points[:, 3:6] -= 0.5
         return points
+
+    def _call_numpy(self, a: np.ndarray, generator: torch.Generator | None, name: str) -> torch.Tensor:
+        """:meth:`call_reference` on a validated-shape (N, 6) float32/float64 array ``a``.
+
+        Same draws in the same order (flip, subset, randperm, scale, jitter), same arithmetic
+        per element, on the chosen points only (centre, flip, scale and jitter commute with the
+        gather); the xyz mean still by torch on the same tensor layout, so that its summation
+        order is the reference's; the blank test by :func:`blank_mask_np`. No torch indexing
+        (each enters an OpenMP parallel region).
+        """
+        if not np.isfinite(a).all():
+            check_points(torch.from_numpy(np.ascontiguousarray(a)), name)  # raises, naming the sample
+        t = torch.from_numpy(a)
+        if not t.is_contiguous():  # the reference's clone (center_xyz) keeps dense strides
+            t = t.clone()
+        mean = t[:, :3].mean(dim=0).numpy()  # (3,)
+        flip = self.train and _rand(generator) < self.flip_p
+        blank = blank_mask_np(a)  # rgb only: centring and flip do not change it
+        n = a.shape[0]
+        num = self.num_points if self.num_points is not None else max(1, round(n * self.slim))
+        random_subset = self.train and _rand(generator) < self.subset_p
+        if n < num:
+            if self.short == "error":
+                raise ValueError(f"{name}: has {n} points, fewer than the {num} required "
+                                 "(use short='repeat' to pad by repetition)")
+            idx = np.sort(np.arange(num) % n)
+        else:
+            keep = np.flatnonzero(~blank)
+            if keep.size >= num:
+                if random_subset:
+                    chosen = keep[torch.randperm(keep.size, generator=generator)[:num].numpy()]
+                else:
+                    chosen = keep[_even_np(keep.size, num)]
+            else:
+                blanks = np.flatnonzero(blank)
+                chosen = np.concatenate([keep, blanks[_even_np(blanks.size, num - keep.size)]])
+            idx = np.sort(chosen)
+        xyz = np.take(a[:, :3].T, idx, axis=1)  # (3, num) contiguous: long inner loops below
+        xyz -= mean[:, None]
+        if flip:
+            np.negative(xyz[0], out=xyz[0])
+        if self.train:
+            lo, hi = self.scale_range
+            scale = lo + (hi - lo) * torch.rand(3, generator=generator, dtype=torch.float64).numpy()
+            noise = torch.randn(num, 3, generator=generator, dtype=torch.float64).numpy() * self.sigma
+            np.clip(noise, -self.clip, self.clip, out=noise)
+            xyz *= scale.astype(a.dtype)[:, None]
+            xyz += noise.astype(a.dtype).T
+        rgb = a[idx, 3:6]  # (num, 3), a copy
+        rgb -= a.dtype.type(0.5)
+        rgb[blank[idx]] = 0.0
+        return torch.from_numpy(np.concatenate([xyz.T, rgb], axis=1))

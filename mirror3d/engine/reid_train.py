@@ -356,7 +356,7 @@ class ThinnedPoints(torch.utils.data.Dataset):
         r = points.shape[0]
         perm = torch.randperm(r, generator=sample_generator(self.seed, 0, index % len(self)))
         keep = torch.sort(perm[:density_points(self.density, r)]).values
-        sample["points"] = points[keep]
+        sample["points"] = points.index_select(0, keep)  # one gather, no parallel-region wake-up
         return sample
 
 
