@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 
@@ -13,7 +14,7 @@ from mlflow.tracking import MlflowClient
 import dataset_fixtures
 from mirror3d.engine.casl_train import (CaslTrainConfig, build_optimisers, casl_records,
                                         casl_warm_up, load_casl_data, prefetched, step_settings,
-                                        train_casl_loop)
+                                        train_casl_loop, use_fused_adam)
 from mirror3d.engine.runtime import TrainingClock
 from mirror3d.jobs import resolve_config
 from mirror3d.models.casl import load_casl
@@ -132,13 +133,8 @@ def test_prefetched_batches_are_the_loaders_in_order_errors_raised_early_exit_st
     assert threading.active_count() == before  # the thread is gone
 
 
-def test_optimisers_update_exactly_as_the_per_tensor_adam():
-    cfg = CaslTrainConfig()
-    torch.manual_seed(0)
-    model, disc = build_model(update_config(cfg, {"data.image_size": (32, 64)}))
-    opt_e, opt_d = build_optimisers(cfg, model, disc)
-    assert all(g["amsgrad"] and g["foreach"] for g in opt_e.param_groups + opt_d.param_groups)
-    assert {g["lr_scale"] for g in opt_e.param_groups} == {1.0, 0.05}
+def _per_tensor_twin(opt_e, cfg):
+    """Copies of ``opt_e``'s parameters (same groups and values) under the per-tensor Adam."""
     params = [p for g in opt_e.param_groups for p in g["params"]]
     ref_params = [p.detach().clone().requires_grad_() for p in params]
     ref_groups, start = [], 0
@@ -147,14 +143,44 @@ def test_optimisers_update_exactly_as_the_per_tensor_adam():
         start += len(g["params"])
     ref = torch.optim.Adam(ref_groups, lr=cfg.optim.lr, betas=(cfg.optim.beta1, 0.999),
                            amsgrad=True, foreach=False)
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(3):
-        for p, q in zip(params, ref_params):
+    return params, ref_params, ref
+
+
+def _steps(pairs, opts, gen, n=3):
+    for _ in range(n):
+        for p, q in pairs:
             p.grad = torch.randn(p.shape, generator=gen)
             q.grad = p.grad.clone()
-        opt_e.step()
-        ref.step()
-    assert all(torch.equal(p, q) for p, q in zip(params, ref_params))
+        for opt in opts:
+            opt.step()
+
+
+def test_optimisers_update_as_the_per_tensor_adam():
+    """The fused Adam of build_optimisers = the per-tensor Adam (amsgrad) up to float rounding,
+    and a state saved by the foreach/per-tensor update (older checkpoints) continues fused."""
+    cfg = CaslTrainConfig()
+    torch.manual_seed(0)
+    model, disc = build_model(update_config(cfg, {"data.image_size": (32, 64)}))
+    opt_e, opt_d = build_optimisers(cfg, model, disc)
+    assert all(g["amsgrad"] and g["fused"] for g in opt_e.param_groups + opt_d.param_groups)
+    assert {g["lr_scale"] for g in opt_e.param_groups} == {1.0, 0.05}
+    params, ref_params, ref = _per_tensor_twin(opt_e, cfg)
+    start = [p.detach().clone() for p in params]
+    gen = torch.Generator().manual_seed(1)
+    _steps(list(zip(params, ref_params)), (opt_e, ref), gen)
+    assert all(not torch.equal(p, s) for p, s in zip(params, start))  # every tensor moved
+    # equal up to the fused kernel's rounding (a missed or doubled update differs by ~lr = 1e-3)
+    assert max(float((p - q).abs().max()) for p, q in zip(params, ref_params)) < 1e-6
+    # resume from the reference's (per-tensor) state: the fused update continues it
+    for p, q in zip(params, ref_params):
+        p.data.copy_(q.data)
+    opt_e.load_state_dict(copy.deepcopy(ref.state_dict()))  # (its own moment tensors)
+    assert not any(g["fused"] for g in opt_e.param_groups)
+    use_fused_adam(opt_e)
+    assert all(g["fused"] and not g["foreach"] for g in opt_e.param_groups)
+    _steps(list(zip(params, ref_params)), (opt_e, ref), gen)
+    assert max(float((p - q).abs().max()) for p, q in zip(params, ref_params)) < 1e-6
+    assert int(opt_e.state[params[0]]["step"]) == 6
 
 
 def test_training_run_logs_its_config_epochs_curve_summary_and_template_to_mlflow(tmp_path, hq):

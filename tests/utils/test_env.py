@@ -33,3 +33,15 @@ def test_cli_main_applies_local_env_but_keeps_user_values():
         print(os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"], os.environ["RAY_AUTH_MODE"])
     """)
     assert out == "0 mine"
+
+
+def test_ray_workers_run_at_the_drivers_priority(ray_session):
+    """RAY_worker_niceness=0 (mirror3d.utils.env): a Ray worker is not niced below the driver
+    (Ray's default, nice 15, let any other process take the trainer's CPU first)."""
+    import os
+
+    @ray_session.remote(num_cpus=0)
+    def niceness() -> int:
+        return os.nice(0)
+
+    assert ray_session.get(niceness.remote()) == os.nice(0)
