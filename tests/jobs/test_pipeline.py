@@ -101,10 +101,23 @@ def _links(md: str) -> list[str]:
     return re.findall(r"\]\(([^)]+)\)", md)
 
 
+#: The test's changes to ``make run --smoke`` (time, not results: every stage, row and report
+#: line is the same): no MLflow tracking in the training stages (MLflow's import and run set-up
+#: cost ~2-3 s in each of the 8 Ray Train workers here; nothing of the pipeline reads it; the
+#: trainers' MLflow tracking through Ray Train: tests/platform/test_reid.py), and the first run's
+#: lifting stages in this process (a Ray Data actor pool costs ~6-10 s to start per stage; the
+#: pipeline's Ray Data lifting, CASL checkpoint read by the actor included, runs in
+#: :func:`test_rerun_reuses_stages_and_resumes_at_the_failed_one`).
+TEST_OVERRIDES = ["--casl.tracking.mlflow=false", "--reid.tracking.mlflow=false",
+                  "--lift.no_ray=true"]
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, ray_session):
     out = tmp_path_factory.mktemp("pipeline")
-    cfg = resolve_config("pipeline", "smoke", overrides=[f"--out_dir={out}", "--name=smoke"])
+    cfg = resolve_config("pipeline", "smoke",
+                         overrides=[f"--out_dir={out}", "--name=smoke", *TEST_OVERRIDES])
+    assert not cfg.casl.tracking.mlflow and not cfg.reid.tracking.mlflow and cfg.lift.no_ray
     return cfg, run_pipeline(cfg)
 
 
@@ -186,10 +199,18 @@ def test_rerun_reuses_stages_and_resumes_at_the_failed_one(smoke_run):
     log = (first.run_dir / "reid" / "casl-visible" / "metrics.jsonl").read_text().splitlines()
     assert len(log) == cfg.reid.optim.epochs  # resumed after its last epoch: nothing retrained
 
-    # changed settings of one stage: it and its dependants run again, the rest is reused
-    changed = update_config(cfg, {"lift.num_points": 384, "modes": ("flat",), "oracle_modes": (),
-                                  "baseline": ""})
+    # changed settings of one stage: it and its dependants run again, the rest is reused (the
+    # lifting on Ray Data this time, as make run lifts: its actor reads the CASL checkpoint)
+    changed = update_config(cfg, {"lift.num_points": 384, "modes": ("casl-visible",),
+                                  "oracle_modes": (), "baseline": "", "lift.no_ray": False})
     fourth = run_pipeline(changed)
-    assert [k for k, r in fourth.stages.items() if not r.reused] == ["lift:flat", "reid:flat"]
-    assert "casl-visible" not in json.dumps(json.loads(
-        (first.run_dir / "report.json").read_text())["reid"])
+    assert [k for k, r in fourth.stages.items() if not r.reused] == ["lift:casl-visible",
+                                                                      "reid:casl-visible"]
+    lifted = fourth.stages["lift:casl-visible"].result
+    assert json.loads((pathlib.Path(lifted["shards"]) / "_meta" / "lift_settings.json")
+                      .read_text())["num_points"] == 384
+    metas = [json.loads(p.read_text())
+             for p in (pathlib.Path(lifted["shards"]) / "_meta").glob("*-*.json")]
+    assert metas and all(m["node"] != "local" for m in metas)  # lifted by a Ray actor
+    report = json.loads((first.run_dir / "report.json").read_text())
+    assert [r["input"] for r in report["reid"]] == ["casl-visible"]

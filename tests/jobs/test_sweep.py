@@ -1,27 +1,24 @@
 """Job ``sweep`` through the CLI (mirror3d/jobs/sweep.py, configs/sweep/, configs/sweeps/): its
-presets, bad specs as one error line before any trial, and smoke sweeps of the ready specs end
-to end on local Ray: the re-id grid sweep of k, CASL with Optuna + ASHA (the density sweep's own
-evaluation: tests/engine/test_sweep.py; resume and a crashing trial: tests/platform/test_tune.py)."""
+presets, bad specs as one error line before any trial, and a smoke sweep of a ready spec end to
+end on local Ray: CASL with Optuna + ASHA. The re-id grid sweep of k (``ognet_k --smoke``) and
+every output it writes: tests/platform/test_storage_jobs.py (its storage in S3, one run instead
+of a second identical local one) and tests/platform/test_job_submit.py (a submitted job, local
+storage); the density sweep's own evaluation: tests/engine/test_sweep.py; resume and a crashing
+trial: tests/platform/test_tune.py."""
 
 from __future__ import annotations
-
-import json
 
 import dataset_fixtures
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from reid_fixtures import market_and_shards
 
 import mirror3d.jobs.sweep as job
 from mirror3d.cli import main
 from mirror3d.engine.casl_train import CaslTrainConfig
-from mirror3d.engine.reid_train import ReidTrainConfig
 from mirror3d.engine.sweep import SweepConfig
 from mirror3d.jobs import presets, resolve_config
 from mirror3d.utils.config import load_config
-
-PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_presets_default_is_the_config_smoke_is_the_specs_smoke_variant():
@@ -63,45 +60,6 @@ def test_missing_spec_and_missing_data_fail_before_ray(tmp_path, capsys, monkeyp
     assert err == (f"mirror3d sweep: error: data.shards: {tmp_path / 'none'} does not exist (set it "
                    f"with --overrides 'data.shards=...' or in the spec's fixed keys)")
     assert not (tmp_path / "runs").exists()
-
-
-def _tiny_reid(tmp_path) -> str:
-    root, shards = market_and_shards(tmp_path)
-    return (f"data.shards={shards} data.images={root} optim.batch_size=6 optim.instances=2 "
-            f"optim.epochs=1 tracking.mlflow=false")
-
-
-def test_ognet_k_smoke_sweep(ray_session, tmp_path, capsys):
-    """The k sweep's smoke variant (k = 1, 8), two trials at a time: every output."""
-    code = main(["sweep", "ognet_k", "--smoke", "--out_dir", str(tmp_path / "runs"),
-                 "--overrides", _tiny_reid(tmp_path)])
-    out = capsys.readouterr().out
-    assert code == 0
-    sweep = tmp_path / "runs" / "ognet_k-smoke"
-    assert out.strip().splitlines()[-1].endswith(f"-> {sweep / 'summary.md'}")
-    assert out.count("started (model.k=") == 2 and out.count("finished in") == 2
-    rows = pq.read_table(sweep / "trials.parquet").to_pylist()
-    assert sorted(r["model.k"] for r in rows) == [1, 8]
-    for r in rows:
-        assert r["status"] == "finished" and r["error"] is None and r["epochs"] == 1
-        assert 0.0 <= r["map_trapezoid"] <= 1.0 and r["wall_s"] > 0
-        assert r["checkpoint"].endswith("model_final.pt")
-        trial = json.loads((sweep / "trials" / r["trial_id"] / "trial.json").read_text())
-        assert trial["final"]["map_trapezoid"] == r["map_trapezoid"]
-        # the trial's Ray Train worker had the sweep's CPU (not the automatic share)
-        ran = load_config(ReidTrainConfig, sweep / "trials" / r["trial_id"] / "config.yaml")
-        assert (ran.ray.cpus_per_worker, ran.model.k) == (1.0, r["model.k"])
-    best = load_config(ReidTrainConfig, sweep / "best.yaml")
-    assert best.model.k in (1, 8) and best.out_dir == "runs/ognet" and best.ray.cpus_per_worker == 0
-    capsys.readouterr()
-    assert main(["config", "show", "train-reid", "--config", str(sweep / "best.yaml")]) == 0
-    assert yaml.safe_load(capsys.readouterr().out)["model"]["k"] == best.model.k  # --config takes it
-    assert (sweep / "metric_vs_model.k.png").read_bytes()[:8] == PNG
-    md = (sweep / "summary.md").read_text()
-    assert "## The paper's direction" in md and "69.33 vs 65.50" in md
-    assert f"train-reid --config {sweep / 'best.yaml'}" in md
-    assert load_config(SweepConfig, sweep / "config.yaml").variant == "smoke"
-    assert yaml.safe_load((sweep / "spec.yaml").read_text())["space"] == {"model.k": {"grid": [1, 8]}}
 
 
 def test_casl_learning_smoke_sweep_optuna_with_asha(ray_session, tmp_path, capsys):

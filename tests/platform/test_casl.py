@@ -22,8 +22,11 @@ def hq(tmp_path, data_fixtures):
 
 
 def _cfg(tmp_path, root, **extra):
+    # no MLflow (~2-3 s of import and set-up per Ray Train worker; the trainers' MLflow
+    # tracking through Ray Train: tests/platform/test_reid.py)
     over = ["--data.root", str(root), "--data.ratio_range", "0.0,1.0",
-            "--data.clean_range", "0.0,1.0", "--out_dir", str(tmp_path / "runs")]
+            "--data.clean_range", "0.0,1.0", "--out_dir", str(tmp_path / "runs"),
+            "--tracking.mlflow", "false"]
     for k, v in extra.items():
         over += [f"--{k}", str(v)]
     return resolve_config("train-casl", "smoke", overrides=over)
@@ -93,7 +96,7 @@ def test_smoke_ablation_trains_evaluates_and_reuses(ray_session, tmp_path, data_
         "--minutes", "0", "--variants", "full,no-encoder-loop",
         "--out_dir", str(tmp_path / "abl"), "--name", "t", "--eval_samples", "1",
         "--base.data.root", str(hq), "--base.data.ratio_range", "0.0,1.0",
-        "--base.data.clean_range", "0.0,1.0"])
+        "--base.data.clean_range", "0.0,1.0", "--base.tracking.mlflow", "false"])
     assert cfg.base.optim.epochs == 2 and cfg.eval_chamfer_points == 1000  # the smoke presets
     md = run_ablation(cfg, progress=False)
     data = json.loads((md.parent / "ablation.json").read_text())

@@ -56,7 +56,8 @@ def test_ognet_smoke_through_ray_train_then_resume(ray_session, tmp_path, market
     model, loaded_cfg = load_reid_model(run)
     assert loaded_cfg.model.name == "og-net-small"
     # resume: one more epoch starts at epoch 2 from the saved optimiser state
-    cfg2 = update_config(cfg, {"optim.epochs": 3, "resume": str(run), "name": "resumed"})
+    cfg2 = update_config(cfg, {"optim.epochs": 3, "resume": str(run), "name": "resumed",
+                               "tracking.mlflow": False})  # MLflow: checked above
     run2 = train_reid(cfg2)
     lines2 = [json.loads(x) for x in (run2 / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines2] == [2]

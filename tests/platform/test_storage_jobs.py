@@ -9,14 +9,20 @@ import pathlib
 import shutil
 
 import numpy as np
-
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import yaml
 
 from lifting.lift_fixtures import assert_same_samples, make_lift_tree
 from mirror3d.cli import main
+from mirror3d.engine.reid_train import ReidTrainConfig
+from mirror3d.engine.sweep import SweepConfig
 from reid_fixtures import market_and_shards
 from mirror3d.lifting.shards import read_shards
 from mirror3d.utils import storage
+from mirror3d.utils.config import load_config
+
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _files(uri: str) -> set[str]:
@@ -51,7 +57,7 @@ def test_train_casl_writes_to_and_resumes_from_s3(ray_session, s3_bucket, tmp_pa
     _upload(hq, f"{s3_bucket}/datasets/Market-HQ")  # the input is a URI too
     args = ["train-casl", "--smoke", "--storage", f"{s3_bucket}/m3d",
             "--data.root", f"{s3_bucket}/datasets/Market-HQ", "--data.ratio_range", "0.0,1.0",
-            "--data.clean_range", "0.0,1.0"]
+            "--data.clean_range", "0.0,1.0", "--tracking.mlflow", "false"]
     assert main([*args, "--name", "first"]) == 0
     run = f"{s3_bucket}/m3d/casl/first"
     stored = _files(run)
@@ -125,6 +131,10 @@ def _relative(samples, root):
 
 
 def test_smoke_sweep_writes_to_and_resumes_from_s3(ray_session, s3_bucket, tmp_path, capsys):
+    """The k sweep's smoke variant (k = 1, 8; two trials at a time) with its storage in S3:
+    every output of the sweep, stored with its local layout, then the same command resumed from
+    the store on an empty stage. (Also the end-to-end test of ``sweep ognet_k --smoke``'s outputs:
+    tests/jobs/test_sweep.py runs its presets and bad specs, and a local CASL sweep.)"""
     root, shards = market_and_shards(tmp_path)
     _upload(root, f"{s3_bucket}/datasets/market")
     _upload(shards, f"{s3_bucket}/datasets/shards")
@@ -133,19 +143,49 @@ def test_smoke_sweep_writes_to_and_resumes_from_s3(ray_session, s3_bucket, tmp_p
             f"optim.batch_size=6 optim.instances=2 optim.epochs=1 tracking.mlflow=false"]
     assert main(args) == 0
     sweep = f"{s3_bucket}/m3d/sweep/ognet_k-smoke"
-    assert capsys.readouterr().out.count("finished in") == 2
+    staged = storage.local_path(sweep)  # the sweep's folder on this node (what it prints)
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1].endswith(f"-> {staged / 'summary.md'}")
+    assert out.count("started (model.k=") == 2 and out.count("finished in") == 2
     stored = _files(sweep)
     assert {"trials.parquet", "summary.md", "best.yaml", "events.jsonl", "settings.json",
-            "metric_vs_model.k.png"} <= stored
+            "metric_vs_model.k.png", "config.yaml", "spec.yaml"} <= stored
     trials = {f.split("/")[1] for f in stored if f.startswith("trials/")}
     assert len(trials) == 2
     for t in trials:
         assert {f"trials/{t}/trial.json", f"trials/{t}/model_final.pt",
-                f"trials/{t}/eval.json"} <= stored
+                f"trials/{t}/eval.json", f"trials/{t}/config.yaml"} <= stored
         assert json.loads(_read(f"{sweep}/trials/{t}/trial.json"))["status"] == "finished"
     assert any(f.startswith("tune/") for f in stored)  # Tune's experiment state, in the store
     events = [json.loads(x)["event"] for x in _read(f"{sweep}/events.jsonl").splitlines()]
     assert sorted(events) == ["finished", "finished", "start", "start"]
+    # the table, each trial's record and config, best.yaml, the curve and summary.md (read
+    # from the store)
+    fs, path = storage.filesystem(sweep)
+    rows = pq.read_table(f"{path}/trials.parquet", filesystem=fs).to_pylist()
+    assert sorted(r["model.k"] for r in rows) == [1, 8]
+    assert {r["trial_id"] for r in rows} == trials
+    for r in rows:
+        assert r["status"] == "finished" and r["error"] is None and r["epochs"] == 1
+        assert 0.0 <= r["map_trapezoid"] <= 1.0 and r["wall_s"] > 0
+        assert r["checkpoint"].endswith("model_final.pt")
+        trial = json.loads(_read(f"{sweep}/trials/{r['trial_id']}/trial.json"))
+        assert trial["final"]["map_trapezoid"] == r["map_trapezoid"]
+        # the trial's Ray Train worker had the sweep's CPU (not the automatic share)
+        ran = _load_stored(ReidTrainConfig, f"{sweep}/trials/{r['trial_id']}/config.yaml", tmp_path)
+        assert (ran.ray.cpus_per_worker, ran.model.k) == (1.0, r["model.k"])
+    best = _load_stored(ReidTrainConfig, f"{sweep}/best.yaml", tmp_path)
+    assert best.model.k in (1, 8) and best.out_dir == "runs/ognet" and best.ray.cpus_per_worker == 0
+    capsys.readouterr()
+    assert main(["config", "show", "train-reid", "--config", str(staged / "best.yaml")]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["model"]["k"] == best.model.k  # --config takes it
+    with fs.open_input_stream(f"{path}/metric_vs_model.k.png") as f:
+        assert f.read(8) == PNG
+    md = _read(f"{sweep}/summary.md")
+    assert "## The paper's direction" in md and "69.33 vs 65.50" in md
+    assert f"train-reid --config {staged / 'best.yaml'}" in md
+    assert _load_stored(SweepConfig, f"{sweep}/config.yaml", tmp_path).variant == "smoke"
+    assert yaml.safe_load(_read(f"{sweep}/spec.yaml"))["space"] == {"model.k": {"grid": [1, 8]}}
 
     # the same command on a machine that has none of it: resumed from the store, nothing retrained
     _forget_stage(s3_bucket)
@@ -155,3 +195,11 @@ def test_smoke_sweep_writes_to_and_resumes_from_s3(ray_session, s3_bucket, tmp_p
     events = [json.loads(x)["event"] for x in _read(f"{sweep}/events.jsonl").splitlines()]
     assert sorted(events) == ["finished", "finished", "start", "start"]
     assert _files(sweep) >= stored
+
+
+def _load_stored(config_type, uri: str, tmp_path: pathlib.Path):
+    """The config dataclass of a YAML file in the store (written to a local copy first)."""
+    local = tmp_path / "from_store" / uri.rsplit("/", 1)[1]
+    local.parent.mkdir(exist_ok=True)
+    local.write_text(_read(uri))
+    return load_config(config_type, local)
