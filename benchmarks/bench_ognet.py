@@ -1,7 +1,8 @@
-"""OG-Net model benchmark: forward+backward time per variant, dense vs torch-geometric EdgeConv,
-our FPS / kNN against fpsample 0.3.3, scipy's cKDTree (xyz) and faiss-cpu brute force
-(feature space, when faiss is importable), and the OG-Net-Small step against the previous
-implementation (``knn_reference``, ``max_pool_reference``) in the same run.
+"""OG-Net model benchmark: forward+backward time per variant, the fused / dense (previous) /
+torch-geometric EdgeConv backends, our FPS / kNN against fpsample 0.3.3, scipy's cKDTree (xyz)
+and faiss-cpu brute force (feature space, when faiss is importable), and the OG-Net-Small step
+against the previous implementation (``knn_reference``, ``max_pool_reference``, the ``"dense"``
+EdgeConv backend and the unfused omni-scale tail) in the same run.
 
     python benchmarks/bench_ognet.py            # ~ a few minutes on 2 cores
     python benchmarks/bench_ognet.py --quick    # tiny sizes, seconds
@@ -94,7 +95,7 @@ def bench_models(batch: int, sizes: list[int], iters: int, variants: list[str]) 
                 (out.logits.sum() + out.feature.sum()).backward()
 
             ms = timeit(step, iters)
-            rows.append({"model": name, "points": n, "batch": batch, "edge_backend": "dense", "fwd_bwd_ms": ms})
+            rows.append({"model": name, "points": n, "batch": batch, "edge_backend": "fused", "fwd_bwd_ms": ms})
             print(f"  {name:<13} N={n:<5} B={batch}  fwd+bwd {ms:9.1f} ms", flush=True)
     return rows
 
@@ -105,7 +106,8 @@ def bench_edgeconv(batch: int, n0: int, iters: int) -> dict:
     if n0 < 768:  # quick mode
         layers = [(n0, 3, 64), (n0 // 2, 64, 128), (n0 // 4, 128, 256), (n0 // 8, 256, 512)]
     per_layer = []
-    totals = {"dense": 0.0, "pyg": 0.0}
+    backends = ("fused", "dense", "pyg")
+    totals = {b: 0.0 for b in backends}
     for n, c_in, c_out in layers:
         torch.manual_seed(0)
         h = torch.randn(batch, n, c_in, requires_grad=True)
@@ -122,20 +124,26 @@ def bench_edgeconv(batch: int, n0: int, iters: int) -> dict:
 
             return step
 
-        ms = timeit_interleaved({b: make_step(b) for b in ("dense", "pyg")}, iters)
-        for backend in ("dense", "pyg"):
+        ms = timeit_interleaved({b: make_step(b) for b in backends}, iters)
+        for backend in backends:
             entry[f"{backend}_ms"] = ms[backend]
             totals[backend] += ms[backend]
         entry["pyg_over_dense"] = entry["pyg_ms"] / entry["dense_ms"]
+        entry["dense_over_fused"] = entry["dense_ms"] / entry["fused_ms"]
         per_layer.append(entry)
         print(
-            f"  EdgeConv N={n:<5} {c_in:>3}->{c_out:<3} dense {entry['dense_ms']:8.1f} ms  "
-            f"pyg {entry['pyg_ms']:8.1f} ms  pyg/dense {entry['pyg_over_dense']:.2f}",
+            f"  EdgeConv N={n:<5} {c_in:>3}->{c_out:<3} fused {entry['fused_ms']:8.1f} ms  "
+            f"dense {entry['dense_ms']:8.1f} ms  pyg {entry['pyg_ms']:8.1f} ms  "
+            f"dense/fused {entry['dense_over_fused']:.2f}  pyg/dense {entry['pyg_over_dense']:.2f}",
             flush=True,
         )
     ratio = totals["pyg"] / totals["dense"]
-    print(f"  EdgeConv total: dense {totals['dense']:.1f} ms, pyg {totals['pyg']:.1f} ms, pyg/dense {ratio:.2f}")
-    return {"batch": batch, "k": 20, "layers": per_layer, "dense_ms": totals["dense"], "pyg_ms": totals["pyg"], "pyg_over_dense": ratio}
+    fused_ratio = totals["dense"] / totals["fused"]
+    print(f"  EdgeConv total: fused {totals['fused']:.1f} ms, dense {totals['dense']:.1f} ms, "
+          f"pyg {totals['pyg']:.1f} ms, dense/fused {fused_ratio:.2f}, pyg/dense {ratio:.2f}")
+    return {"batch": batch, "k": 20, "layers": per_layer, "fused_ms": totals["fused"],
+            "dense_ms": totals["dense"], "pyg_ms": totals["pyg"], "pyg_over_dense": ratio,
+            "dense_over_fused": fused_ratio}
 
 
 def bench_model_backends(batch: int, n: int, iters: int) -> dict:
@@ -153,11 +161,13 @@ def bench_model_backends(batch: int, n: int, iters: int) -> dict:
 
         return step
 
-    ms = timeit_interleaved({b: make_step(b) for b in ("dense", "pyg")}, iters)
-    res["dense_ms"], res["pyg_ms"] = ms["dense"], ms["pyg"]
+    ms = timeit_interleaved({b: make_step(b) for b in ("fused", "dense", "pyg")}, iters)
+    res["fused_ms"], res["dense_ms"], res["pyg_ms"] = ms["fused"], ms["dense"], ms["pyg"]
     res["pyg_over_dense"] = res["pyg_ms"] / res["dense_ms"]
+    res["dense_over_fused"] = res["dense_ms"] / res["fused_ms"]
     print(
-        f"  og-net N={n} B={batch}: dense {res['dense_ms']:.1f} ms, pyg {res['pyg_ms']:.1f} ms, "
+        f"  og-net N={n} B={batch}: fused {res['fused_ms']:.1f} ms, dense {res['dense_ms']:.1f} ms, "
+        f"pyg {res['pyg_ms']:.1f} ms, dense/fused {res['dense_over_fused']:.2f}, "
         f"pyg/dense {res['pyg_over_dense']:.2f}"
     )
     return res
@@ -289,21 +299,27 @@ def bench_knn_features(n: int, channels: int, k: int, batch: int, iters: int) ->
 
 def bench_step_previous(batch: int, n: int, iters: int, init_points: int | None) -> dict:
     """OG-Net-Small forward+backward (train mode) against the previous implementation in the
-    same run, same weights: ``knn_reference`` (float64 brute-force kNN) and
-    ``max_pool_reference`` (``amax``, whose backward splits gradients among ties)."""
+    same run, same weights: ``knn_reference`` (float64 brute-force kNN),
+    ``max_pool_reference`` (``amax``, whose backward splits gradients among ties), the
+    ``"dense"`` EdgeConv backend and unfused omni-scale tails (the previous default), and the
+    ball query's previous 16M-element distance blocks."""
     import mirror3d.models.ognet.layers as layers_mod
     import mirror3d.models.ognet.model as model_mod
+    import mirror3d.models.ognet.ops as ops_mod
 
     kw = {} if init_points is None else {"init_points": init_points}
     torch.manual_seed(0)
     model = create_model("og-net-small", num_classes=751, **kw).train()
     xyz, rgb = person_cloud(batch, n)
-    current = (model_mod.knn, layers_mod.max_pool)
-    previous = (knn_reference, layers_mod.max_pool_reference)
+    current = (model_mod.knn, layers_mod.max_pool, model_mod.DEFAULT_EDGE_BACKEND,
+               ops_mod._BALL_QUERY_BLOCK_ELEMENTS)
+    previous = (knn_reference, layers_mod.max_pool_reference, "dense", ops_mod._DEFAULT_BLOCK_ELEMENTS)
 
     def make_step(impl):
         def step():
-            model_mod.knn, layers_mod.max_pool = impl
+            model_mod.knn, layers_mod.max_pool = impl[:2]
+            model.set_edge_backend(impl[2])
+            ops_mod._BALL_QUERY_BLOCK_ELEMENTS = impl[3]
             model.zero_grad(set_to_none=True)
             out = model(xyz, rgb)
             (out.logits.sum() + out.feature.sum()).backward()
@@ -313,7 +329,9 @@ def bench_step_previous(batch: int, n: int, iters: int, init_points: int | None)
     try:
         ms = timeit_interleaved({"ours": make_step(current), "previous": make_step(previous)}, iters)
     finally:
-        model_mod.knn, layers_mod.max_pool = current
+        model_mod.knn, layers_mod.max_pool = current[:2]
+        model.set_edge_backend(current[2])
+        ops_mod._BALL_QUERY_BLOCK_ELEMENTS = current[3]
     res = {"model": "og-net-small", "points": n, "batch": batch, "init_points": model.init_points,
            "ours_ms": ms["ours"], "previous_ms": ms["previous"],
            "speedup": ms["previous"] / ms["ours"]}
@@ -358,7 +376,8 @@ def main(argv: list[str] | None = None) -> dict:
     fps = bench_fps(fps_n, fps_m, batch, max(iters, 2))
     knn_res = bench_knn(knn_n, 20, batch, max(iters, 2))
     knn_feat = bench_knn_features(knn_n, 64, 20, batch, max(iters, 2))
-    print("OG-Net-Small step against the previous implementation (kNN, max pooling):")
+    print("OG-Net-Small step against the previous implementation (kNN, max pooling, EdgeConv and "
+          "omni-scale tail):")
     step_previous = [
         bench_step_previous(2 if args.quick else 24, 512, iters, 256),
         bench_step_previous(batch, 1024 if args.quick else 4096, iters, None),

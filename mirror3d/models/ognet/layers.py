@@ -28,13 +28,17 @@ __all__ = [
     "OmniScaleModule",
     "PointwiseConv",
     "batch_norm_last",
+    "gather_max_sum",
+    "gather_max_sum_reference",
     "init_classifier",
     "knn_edge_index",
+    "linear_max",
+    "linear_max_reference",
     "max_pool",
     "max_pool_reference",
 ]
 
-EDGE_BACKENDS = ("dense", "pyg")
+EDGE_BACKENDS = ("fused", "dense", "pyg")
 
 
 class PointwiseConv(nn.Linear):
@@ -145,6 +149,252 @@ def knn_edge_index(idx: torch.Tensor) -> torch.Tensor:
     return torch.stack([src, dst])
 
 
+#: Elements of one gathered (rows, k, C) block in :func:`gather_max_sum` (4 MB in float32: the
+#: block stays in cache and its memory is reused instead of freshly mapped each step).
+_GATHER_BLOCK_ELEMENTS = 1 << 20
+
+
+class _GatherMaxSum(torch.autograd.Function):
+    """Max and sum over each row's k gathered source rows, block by block, without keeping the
+    gathered (rows·k, C) tensor for the backward (see :func:`gather_max_sum`)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, flat: torch.Tensor, k: int):
+        rows = flat.numel() // k
+        c = x.shape[1]
+        x_max = x.new_empty(rows, c)
+        x_sum = x.new_empty(rows, c)
+        step = max(1, _GATHER_BLOCK_ELEMENTS // max(1, k * c))
+        for start in range(0, rows, step):
+            stop = min(rows, start + step)
+            g = x.index_select(0, flat[start * k : stop * k]).view(stop - start, k, c)
+            torch.amax(g, dim=1, out=x_max[start:stop])
+            torch.sum(g, dim=1, out=x_sum[start:stop])
+        ctx.save_for_backward(x, flat, x_max)
+        ctx.k = k
+        return x_max, x_sum
+
+    @staticmethod
+    def backward(ctx, grad_max: torch.Tensor, grad_sum: torch.Tensor):
+        x, flat, x_max = ctx.saved_tensors
+        k = ctx.k
+        rows, c = x_max.shape
+        grad = torch.zeros_like(x)
+        step = max(1, _GATHER_BLOCK_ELEMENTS // max(1, k * c))
+        for start in range(0, rows, step):
+            stop = min(rows, start + step)
+            src = flat[start * k : stop * k]
+            edge = None
+            if grad_max is not None:
+                # the max's gradient split evenly among the tied maxima (as ``amax``)
+                g = x.index_select(0, src).view(stop - start, k, c)
+                hit = g == x_max[start:stop].unsqueeze(1)
+                share = grad_max[start:stop] / hit.sum(dim=1)
+                edge = hit * share.unsqueeze(1)
+            if grad_sum is not None:
+                gs = grad_sum[start:stop].unsqueeze(1)
+                edge = gs.expand(stop - start, k, c) if edge is None else edge.add_(gs)
+            if edge is not None:
+                grad.index_add_(0, src, edge.reshape(-1, c))
+        return grad, None, None
+
+
+def gather_max_sum(x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-point max and sum of the neighbours' rows.
+
+    ``x_max[b, i] = max_t x[b, idx[b, i, t]]`` and ``x_sum[b, i] = sum_t x[b, idx[b, i, t]]``
+    (per channel), equal to ``gather_points(x, idx).amax(2)`` and ``.sum(2)`` (see
+    :func:`gather_max_sum_reference`), with the same gradients up to float rounding (the max's
+    gradient split evenly among tied maxima, as ``amax`` and :func:`max_pool_reference`). The
+    gathered (B, N', k, C) tensor and its gradient are never built whole: both directions work
+    on blocks of ~1M elements (the backward gathers again instead of storing).
+
+    Shapes: x (B, N, C), idx (B, N', k) long -> x_max (B, N', C), x_sum (B, N', C).
+    """
+    b, n, c = x.shape
+    k = idx.shape[-1]
+    offset = torch.arange(b, device=idx.device, dtype=torch.long).view(b, 1, 1) * n
+    flat = (idx.long() + offset).reshape(-1)
+    x_max, x_sum = _GatherMaxSum.apply(x.reshape(b * n, c), flat, k)
+    return x_max.view(*idx.shape[:2], c), x_sum.view(*idx.shape[:2], c)
+
+
+def gather_max_sum_reference(x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain reference for :func:`gather_max_sum`: gather (B, N', k, C), then max and sum."""
+    g = gather_points(x, idx)
+    return g.amax(dim=2), g.sum(dim=2)
+
+
+def _edge_batch_norm_pool(
+    bn: nn.modules.batchnorm._BatchNorm, pool: MaxMeanPool, neighbour: torch.Tensor,
+    centre: torch.Tensor, idx: torch.Tensor, gather=None,
+) -> torch.Tensor:
+    """``pool(BN(e), k)`` for the edge features ``e[b, i, t] = neighbour[b, idx[b, i, t]] +
+    centre[b, i]`` without building the BN's (B, N, k, C) input or output.
+
+    BN is a per-channel affine map ``y = s·e + o`` (``s = γ/√(var + ε)``; batch statistics over
+    all B·N·k edges in training, as ``BatchNorm2d`` on the (B, C, N, k) tensor, running ones in
+    eval). So ``max_t y = s·(c_i + max_t n_j) + o`` where ``s ≥ 0`` and ``s·(c_i + min_t n_j) + o``
+    where ``s < 0`` (the min is taken as a max of ``−n``), and ``mean_t y = s·(c_i + Σ_t n_j / k)
+    + o``. The batch statistics come from per-point sums in float64:
+    ``Σ e = Σ_i S_i + k Σ_i c_i`` and ``Σ e² = Σ_j deg_j n_j² + 2 Σ_i c_i·S_i + k Σ_i c_i²``
+    (``S_i = Σ_t n_j``, ``deg_j`` = how often j is a neighbour). The running statistics are
+    updated as ``BatchNorm2d`` does (momentum, unbiased variance, ``num_batches_tracked``).
+
+    Shapes: neighbour (B, N, C), centre (B, N, C), idx (B, N, k) -> (B, N, C).
+    """
+    gather = gather_max_sum if gather is None else gather
+    b, n, k = idx.shape
+    c = neighbour.shape[-1]
+    count = b * n * k
+    if bn.affine:
+        sign = torch.where(bn.weight.detach() < 0, -1.0, 1.0).to(neighbour.dtype)
+        n_max, n_sum = gather(neighbour * sign, idx)
+        n_max, n_sum = n_max * sign, n_sum * sign  # negation is exact
+    else:
+        n_max, n_sum = gather(neighbour, idx)
+    use_batch = bn.training or (bn.running_mean is None and bn.running_var is None)
+    if use_batch:
+        if count <= 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got {count}")
+        offset = torch.arange(b, device=idx.device, dtype=torch.long).view(b, 1, 1) * n
+        deg = torch.bincount((idx.long() + offset).reshape(-1), minlength=b * n)
+        nd, cd, sd = neighbour.double().reshape(-1, c), centre.double().reshape(-1, c), n_sum.double().reshape(-1, c)
+        mean = (sd.sum(0) + k * cd.sum(0)) / count
+        sq = (deg.to(nd.dtype) @ (nd * nd)) + 2.0 * (cd * sd).sum(0) + k * (cd * cd).sum(0)
+        var = (sq / count - mean * mean).clamp(min=0.0)
+        if bn.training and bn.track_running_stats and bn.running_mean is not None:
+            with torch.no_grad():
+                bn.num_batches_tracked.add_(1)
+                factor = (1.0 / float(bn.num_batches_tracked)) if bn.momentum is None else bn.momentum
+                bn.running_mean.mul_(1 - factor).add_(mean.detach().to(bn.running_mean.dtype), alpha=factor)
+                unbiased = var.detach() * (count / (count - 1))
+                bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)
+    else:
+        mean, var = bn.running_mean.double(), bn.running_var.double()
+    inv = torch.rsqrt(var + bn.eps)
+    if bn.affine:
+        scale = bn.weight.double() * inv
+        shift = bn.bias.double() - mean * scale
+    else:
+        scale, shift = inv, -mean * inv
+    scale, shift = scale.to(neighbour.dtype), shift.to(neighbour.dtype)
+    y_max = (centre + n_max) * scale + shift
+    y_mean = (centre + n_sum / k) * scale + shift
+    return pool.mix(y_max, y_mean)
+
+
+class _LinearMax(torch.autograd.Function):
+    """``max_t (x[:, t] @ W^T)`` block by block, the (G, T, C_out) product never stored, only
+    a bool mask of its maxima (see :func:`linear_max`)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor):
+        g, t, _ = x.shape
+        c_out = weight.shape[0]
+        out = x.new_empty(g, c_out)
+        hit = torch.empty(g, t, c_out, dtype=torch.bool, device=x.device)
+        step = max(1, _GATHER_BLOCK_ELEMENTS // max(1, t * c_out))
+        for start in range(0, g, step):
+            stop = min(g, start + step)
+            y = torch.matmul(x[start:stop], weight.t())  # (g', T, C_out)
+            torch.amax(y, dim=1, out=out[start:stop])
+            torch.eq(y, out[start:stop].unsqueeze(1), out=hit[start:stop])
+        ctx.save_for_backward(x, weight, hit)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight, hit = ctx.saved_tensors
+        g, t, c_in = x.shape
+        c_out = weight.shape[0]
+        need_x, need_w = ctx.needs_input_grad[:2]
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_w = torch.zeros_like(weight) if need_w else None
+        step = max(1, _GATHER_BLOCK_ELEMENTS // max(1, t * c_out))
+        for start in range(0, g, step):
+            stop = min(g, start + step)
+            hb = hit[start:stop]
+            # the gradient split evenly among tied maxima (as ``amax``)
+            share = grad_out[start:stop] / hb.sum(dim=1)
+            gy = hb * share.unsqueeze(1)  # (g', T, C_out)
+            if need_x:
+                torch.matmul(gy, weight, out=grad_x[start:stop])
+            if need_w:
+                grad_w.addmm_(gy.reshape(-1, c_out).t(), x[start:stop].reshape(-1, c_in))
+        return grad_x, grad_w
+
+
+def linear_max(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Max over the group axis of a bias-free linear map: ``F.linear(x, weight).amax(-2)``.
+
+    Equal to :func:`linear_max_reference` (same products, same maxima; the gradient split
+    evenly among tied maxima as ``amax``), computed on blocks of ~1M output elements: the
+    (..., T, C_out) product is never stored whole, only a bool mask of where the maxima are.
+
+    Shapes: x (..., T, C_in), weight (C_out, C_in) -> (..., C_out).
+    """
+    lead = x.shape[:-2]
+    t, c_in = x.shape[-2:]
+    out = _LinearMax.apply(x.reshape(-1, t, c_in), weight)
+    return out.view(*lead, weight.shape[0])
+
+
+def linear_max_reference(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Plain reference for :func:`linear_max`."""
+    return F.linear(x, weight).amax(dim=-2)
+
+
+def _linear_batch_norm_relu_max(
+    bn: nn.modules.batchnorm._BatchNorm, weight: torch.Tensor, x: torch.Tensor
+) -> torch.Tensor:
+    """``relu(BN(F.linear(x, weight))).amax(-2)`` without the (..., T, C_out) tensors.
+
+    The BN is a per-channel affine map ``s·y + o`` (batch statistics over every position in
+    training, as ``BatchNorm2d`` over the (B, C, S, T) tensor; running ones in eval), ReLU is
+    monotone, so the max over T is ``relu(s·max_t y + o)`` where ``s ≥ 0`` and
+    ``relu(s·min_t y + o)`` where ``s < 0`` (a max of the product with the sign-flipped rows of
+    ``weight``). The batch statistics of ``y = W x`` come from x's first two moments in float64:
+    ``mean = W μ``, ``E[y_c²] = w_c^T E[x x^T] w_c``. Running statistics as ``BatchNorm2d``.
+
+    Shapes: x (..., T, C_in), weight (C_out, C_in) -> (..., C_out).
+    """
+    c_in = x.shape[-1]
+    count = x.numel() // c_in
+    if bn.affine:
+        sign = torch.where(bn.weight.detach() < 0, -1.0, 1.0).to(x.dtype)
+        y_max = linear_max(x, weight * sign[:, None]) * sign
+    else:
+        y_max = linear_max(x, weight)
+    use_batch = bn.training or (bn.running_mean is None and bn.running_var is None)
+    if use_batch:
+        if count <= 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got {count}")
+        flat = x.reshape(-1, c_in)
+        mu = flat.sum(0).double() / count  # (C_in,)
+        second = (flat.t() @ flat).double() / count  # (C_in, C_in), E[x x^T]
+        wd = weight.double()
+        mean = wd @ mu
+        var = ((wd @ second) * wd).sum(-1) - mean * mean
+        var = var.clamp(min=0.0)
+        if bn.training and bn.track_running_stats and bn.running_mean is not None:
+            with torch.no_grad():
+                bn.num_batches_tracked.add_(1)
+                factor = (1.0 / float(bn.num_batches_tracked)) if bn.momentum is None else bn.momentum
+                bn.running_mean.mul_(1 - factor).add_(mean.detach().to(bn.running_mean.dtype), alpha=factor)
+                unbiased = var.detach() * (count / (count - 1))
+                bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)
+    else:
+        mean, var = bn.running_mean.double(), bn.running_var.double()
+    inv = torch.rsqrt(var + bn.eps)
+    if bn.affine:
+        scale = bn.weight.double() * inv
+        shift = bn.bias.double() - mean * scale
+    else:
+        scale, shift = inv, -mean * inv
+    return F.relu(y_max * scale.to(x.dtype) + shift.to(x.dtype))
+
+
 class EdgeConv(MessagePassing):
     """DGCNN edge convolution as OG-Net uses it.
 
@@ -160,16 +410,21 @@ class EdgeConv(MessagePassing):
     the per-point linear map ``W_b h_i + b`` -> BN over the points -> LeakyReLU (the pooling over
     one neighbour is the identity), the OG-Net paper's k = 1 "linear layer" (Fig. 7, Table IV).
 
-    Two interchangeable backends with the same parameters:
+    Three interchangeable backends with the same parameters:
 
-    * ``"dense"``: gather neighbours into (B, N, k, C_out), BN, pool over k;
+    * ``"fused"`` (default): BN and pooling folded into per-point maps
+      (:func:`_edge_batch_norm_pool`): only the neighbours' max and sum are gathered (block by
+      block, :func:`gather_max_sum`), the BN statistics come from per-point sums; no
+      (B, N, k, C) tensor is stored;
+    * ``"dense"`` (the previous default, kept as the reference): gather neighbours into
+      (B, N, k, C_out), BN, pool over k;
     * ``"pyg"``: torch-geometric ``MessagePassing`` over an explicit ``edge_index``; BN is
       applied to the (E, C_out) message tensor, so its statistics cover the same edges.
 
     Shapes: h (B, N, C_in), idx (B, N, k) -> (B, N, C_out).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, backend: str = "dense") -> None:
+    def __init__(self, in_channels: int, out_channels: int, backend: str = "fused") -> None:
         super().__init__(aggr="max", flow="source_to_target", node_dim=0)
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -203,7 +458,9 @@ class EdgeConv(MessagePassing):
                 f"idx must have shape (B, N, k) with (B, N)={tuple(h.shape[:2])}, got {tuple(idx.shape)}"
             )
         neighbour, centre = self._projections(h)
-        if self.backend == "dense":
+        if self.backend == "fused":
+            out = _edge_batch_norm_pool(self.bn, self.pool, neighbour, centre, idx)
+        elif self.backend == "dense":
             edges = gather_points(neighbour, idx) + centre.unsqueeze(2)  # (B, N, k, C)
             out = self.pool(batch_norm_last(self.bn, edges), dim=2)
         else:
@@ -242,11 +499,15 @@ class OmniScaleBranch(nn.Module):
     the first BN and the gate (as the reference). The first conv is applied per point before
     grouping (the xyz part after), which is the same map.
 
+    With ``fused`` (default) the tail conv2 -> BN -> ReLU -> max is computed as
+    :func:`_linear_batch_norm_relu_max` (BN and ReLU after the max, statistics from moments);
+    ``fused=False`` is the previous implementation, kept as the reference.
+
     Shapes: xyz (B, N, 3), h (B, N, C), new_xyz (B, S, 3), group_idx (B, S, nsample)
     -> (B, S, C).
     """
 
-    def __init__(self, channels: int, radius: float, nsample: int) -> None:
+    def __init__(self, channels: int, radius: float, nsample: int, fused: bool = True) -> None:
         super().__init__()
         mid = channels // 2
         self.radius = float(radius)
@@ -256,6 +517,7 @@ class OmniScaleBranch(nn.Module):
         self.gate = ChannelGate(mid)
         self.conv2 = PointwiseConv(mid, channels, bias=False)
         self.bn2 = nn.BatchNorm2d(channels)
+        self.fused = bool(fused)
 
     def forward(
         self, xyz: torch.Tensor, h: torch.Tensor, new_xyz: torch.Tensor, group_idx: torch.Tensor
@@ -265,11 +527,13 @@ class OmniScaleBranch(nn.Module):
         rel = gather_points(xyz, group_idx) - new_xyz.unsqueeze(2)  # not divided by the radius
         g = batch_norm_last(self.bn1, grouped + F.linear(rel, w_xyz))
         g = self.gate(g)
+        if self.fused:
+            return _linear_batch_norm_relu_max(self.bn2, self.conv2.weight, g)
         g = F.relu(batch_norm_last(self.bn2, self.conv2(g)))
         return max_pool(g, 2)
 
     def extra_repr(self) -> str:
-        return f"radius={self.radius}, nsample={self.nsample}"
+        return f"radius={self.radius}, nsample={self.nsample}, fused={self.fused}"
 
 
 class OmniScaleModule(nn.Module):
@@ -286,12 +550,15 @@ class OmniScaleModule(nn.Module):
         npoint: int,
         radii: tuple[float, ...] = (0.1, 0.2, 0.4),
         nsamples: tuple[int, ...] = (8, 16, 32),
+        fused: bool = True,
     ) -> None:
         super().__init__()
         if len(radii) != len(nsamples):
             raise ValueError(f"radii and nsamples must have equal length, got {radii} and {nsamples}")
         self.npoint = int(npoint)
-        self.branches = nn.ModuleList(OmniScaleBranch(channels, r, s) for r, s in zip(radii, nsamples))
+        self.branches = nn.ModuleList(
+            OmniScaleBranch(channels, r, s, fused=fused) for r, s in zip(radii, nsamples)
+        )
 
     def forward(self, xyz: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         fps_idx = farthest_point_sample(xyz, self.npoint)

@@ -34,6 +34,7 @@ from mirror3d.models.ognet.layers import (
     EdgeConv,
     EmbeddingHead,
     GatedResidual,
+    OmniScaleBranch,
     OmniScaleModule,
     PointwiseConv,
     init_classifier,
@@ -60,8 +61,10 @@ __all__ = [
 #: ``benchmarks/bench_ognet.py``: over OG-Net's four EdgeConvs at paper sizes (B=4, N0=4096,
 #: k=20, forward+backward, 2 CPU cores) the dense path was 1.52-1.59x faster than the
 #: torch-geometric path (the design keeps PyG unless dense is >= 1.5x faster); over the whole
-#: model, where the omni-scale modules dominate, 1.13-1.25x.
-DEFAULT_EDGE_BACKEND = "dense"
+#: model, where the omni-scale modules dominate, 1.13-1.25x. Issue 17: the ``"fused"`` backend
+#: (BN and pooling folded into per-point maps, equal outputs and gradients) replaced ``"dense"``,
+#: which stays as the previous implementation it is tested against.
+DEFAULT_EDGE_BACKEND = "fused"
 
 
 #: What the last layer's kNN graph is built on (Zheng et al. 2022, Sec. III and Table IV):
@@ -183,7 +186,8 @@ class OGNetLayer(nn.Module):
             for i in range(num_convs)
         )
         self.downsample = (
-            OmniScaleModule(out_channels, npoint, tuple(radii), tuple(nsamples))
+            OmniScaleModule(out_channels, npoint, tuple(radii), tuple(nsamples),
+                            fused=edge_backend == "fused")
             if npoint is not None
             else None
         )
@@ -256,7 +260,8 @@ class OGNet(ReIDNetwork):
         radii, nsamples: ball-query branches of the omni-scale modules.
         embed_dim: re-id feature size.
         drop_rate: dropout before the classifier (not in place).
-        edge_backend: ``"dense"`` or ``"pyg"`` (torch-geometric MessagePassing).
+        edge_backend: ``"fused"`` (default), ``"dense"`` (the previous default) or ``"pyg"``
+            (torch-geometric MessagePassing); same parameters and outputs.
         knn_chunk_size: query points per kNN block (None: automatic, ~16M distances).
 
     Forward: xyz (B, N, 3), rgb (B, N, in_channels) -> :class:`ReIDOutput`
@@ -335,12 +340,16 @@ class OGNet(ReIDNetwork):
         self._build_head(2 * dims[-1], num_classes, embed_dim, drop_rate)
 
     def set_edge_backend(self, backend: str) -> None:
-        """Switch every EdgeConv to ``"dense"`` or ``"pyg"`` (same weights)."""
+        """Switch every EdgeConv to ``"fused"``, ``"dense"`` or ``"pyg"`` (same weights); the
+        omni-scale branches' fused tail (:class:`OmniScaleBranch` ``fused``) is on with
+        ``"fused"`` and off otherwise (``"dense"`` is the previous implementation)."""
         if backend not in EDGE_BACKENDS:
             raise ValueError(f"backend must be one of {EDGE_BACKENDS}, got {backend!r}")
         for module in self.modules():
             if isinstance(module, EdgeConv):
                 module.backend = backend
+            elif isinstance(module, OmniScaleBranch):
+                module.fused = backend == "fused"
 
     # -- forward -----------------------------------------------------------------------------
     def _check_inputs(self, xyz: torch.Tensor, rgb: torch.Tensor) -> None:

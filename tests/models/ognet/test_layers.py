@@ -19,7 +19,11 @@ from mirror3d.models.ognet.layers import (
     OmniScaleBranch,
     OmniScaleModule,
     batch_norm_last,
+    gather_max_sum,
+    gather_max_sum_reference,
     knn_edge_index,
+    linear_max,
+    linear_max_reference,
 )
 from mirror3d.models.ognet.ops import ball_query, farthest_point_sample, gather_points, knn
 
@@ -89,7 +93,7 @@ def _edgeconv_reference(conv: EdgeConv, h: torch.Tensor, idx: torch.Tensor) -> t
     return F.leaky_relu(w * z.amax(-1) + (1 - w) * z.mean(-1), 0.2).permute(0, 2, 1)
 
 
-@pytest.mark.parametrize("backend", ["dense", "pyg"])
+@pytest.mark.parametrize("backend", ["fused", "dense", "pyg"])
 def test_edgeconv_matches_literal_reference(backend):
     conv = EdgeConv(5, 8, backend=backend)
     _randomise(conv)
@@ -124,7 +128,7 @@ def test_edgeconv_pyg_equals_dense_outputs_and_gradients(mode):
     assert torch.allclose(dense.bn.running_var, pyg.bn.running_var, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", ["dense", "pyg"])
+@pytest.mark.parametrize("backend", ["fused", "dense", "pyg"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_edgeconv_with_k1_is_the_per_point_linear_map(backend, mode):
     """k = 1 keeps only the point itself (e_ii = [0 ; h_i]): the EdgeConv is Linear(W_b, b) on
@@ -148,6 +152,140 @@ def test_edgeconv_with_k1_is_the_per_point_linear_map(backend, mode):
     assert torch.allclose(conv(h, idx), expected, atol=1e-5)
     if mode == "train":  # the BN statistics see the same N positions, once each
         assert torch.allclose(conv.bn.running_mean, bn.running_mean, atol=1e-6)
+
+
+@pytest.mark.parametrize("block", [None, 7 * 3 * 5])  # one block / blocks of 5 rows
+def test_gather_max_sum_equals_reference_with_gradients(monkeypatch, block):
+    if block is not None:
+        monkeypatch.setattr(layers_mod, "_GATHER_BLOCK_ELEMENTS", block)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 23, 3, generator=g)
+    x[0, 5] = x[0, 6]  # duplicate rows: tied maxima, the gradient split among them
+    x[1, :, 1] = torch.randint(0, 3, (23,), generator=g).float()  # many ties in one channel
+    idx = torch.randint(0, 23, (2, 19, 7), generator=g)  # repeated sources in a row too
+    idx[0, 0, :2] = torch.tensor([5, 6])
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    mx1, s1 = gather_max_sum(x1, idx)
+    mx2, s2 = gather_max_sum_reference(x2, idx)
+    assert mx1.shape == (2, 19, 3) and torch.equal(mx1, mx2)
+    assert torch.allclose(s1, s2, atol=1e-6)
+    ga, gb = torch.randn(2, 19, 3, generator=g), torch.randn(2, 19, 3, generator=g)
+    ((mx1 * ga).sum() + (s1 * gb).sum()).backward()
+    ((mx2 * ga).sum() + (s2 * gb).sum()).backward()
+    assert torch.allclose(x1.grad, x2.grad, atol=1e-5)
+    # only the max's path: a tie shares the gradient evenly (as amax)
+    x3 = x.clone().requires_grad_()
+    gather_max_sum(x3, idx[:, :1, :2])[0].sum().backward()
+    assert x3.grad[0, 5, 0] == 0.5 and x3.grad[0, 6, 0] == 0.5
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("affine", [True, False])
+def test_edgeconv_fused_equals_dense_outputs_gradients_and_statistics(mode, affine):
+    """The fused backend (BN and pooling folded into per-point maps) against the previous
+    default ("dense": the (B, N, k, C) edge tensor, BatchNorm2d, max/mean over k), with some
+    negative BN scales (max and min swap) and two steps of running statistics."""
+    dense = EdgeConv(6, 16, backend="dense")
+    if not affine:
+        dense.bn = nn.BatchNorm2d(16, affine=False)
+    _randomise(dense, seed=5)
+    if affine:
+        assert (dense.bn.weight < 0).any() and (dense.bn.weight > 0).any()
+    with torch.no_grad():
+        dense.bn.running_mean.uniform_(-0.5, 0.5)
+        dense.bn.running_var.uniform_(0.5, 2.0)
+    fused = copy.deepcopy(dense)
+    fused.backend = "fused"
+    dense.train(mode == "train")
+    fused.train(mode == "train")
+    for step in range(2):
+        h = torch.randn(3, 40, 6) * 2 + 1
+        idx = knn(torch.randn(3, 40, 3), 7)
+        h1, h2 = h.clone().requires_grad_(), h.clone().requires_grad_()
+        out1, out2 = dense(h1, idx), fused(h2, idx)
+        assert torch.allclose(out1, out2, atol=1e-5)
+        g = torch.randn_like(out1)
+        dense.zero_grad()
+        fused.zero_grad()
+        (out1 * g).sum().backward()
+        (out2 * g).sum().backward()
+        assert torch.allclose(h1.grad, h2.grad, atol=1e-5)
+        for (name, p1), p2 in zip(dense.named_parameters(), fused.parameters()):
+            assert torch.allclose(p1.grad, p2.grad, atol=1e-4, rtol=1e-4), name
+        assert torch.allclose(dense.bn.running_mean, fused.bn.running_mean, atol=1e-6)
+        assert torch.allclose(dense.bn.running_var, fused.bn.running_var, atol=1e-5)
+        assert int(dense.bn.num_batches_tracked) == int(fused.bn.num_batches_tracked)
+    if mode == "train":
+        assert int(fused.bn.num_batches_tracked) == 2
+
+
+def test_edgeconv_fused_with_cumulative_momentum():
+    dense = EdgeConv(4, 8, backend="dense")
+    dense.bn.momentum = None  # cumulative moving average
+    fused = copy.deepcopy(dense)
+    fused.backend = "fused"
+    for _ in range(3):
+        h = torch.randn(2, 20, 4)
+        idx = knn(torch.randn(2, 20, 3), 5)
+        assert torch.allclose(dense(h, idx), fused(h, idx), atol=1e-5)
+    assert torch.allclose(dense.bn.running_mean, fused.bn.running_mean, atol=1e-6)
+    assert torch.allclose(dense.bn.running_var, fused.bn.running_var, atol=1e-5)
+
+
+@pytest.mark.parametrize("block", [None, 4 * 6])  # one block / blocks of one group
+def test_linear_max_equals_reference_with_gradients(monkeypatch, block):
+    if block is not None:
+        monkeypatch.setattr(layers_mod, "_GATHER_BLOCK_ELEMENTS", block)
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(2, 5, 4, 3, generator=g)
+    x[0, 0, 1] = x[0, 0, 2]  # duplicated group members (as a ball query's padding): ties
+    w = torch.randn(6, 3, generator=g)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    w1, w2 = w.clone().requires_grad_(), w.clone().requires_grad_()
+    out1, out2 = linear_max(x1, w1), linear_max_reference(x2, w2)
+    assert out1.shape == (2, 5, 6) and torch.equal(out1, out2)
+    grad = torch.randn(out1.shape, generator=g)
+    (out1 * grad).sum().backward()
+    (out2 * grad).sum().backward()
+    assert torch.allclose(x1.grad, x2.grad, atol=1e-6)
+    assert torch.allclose(w1.grad, w2.grad, atol=1e-5)
+    assert torch.equal(x1.grad[0, 0, 1], x1.grad[0, 0, 2])  # the tie shares the gradient
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_omni_scale_branch_fused_tail_equals_previous(mode):
+    """conv2 -> BN -> ReLU -> max folded (BN and ReLU after the max, statistics from moments)
+    against the previous implementation (fused=False), with negative BN scales, padded groups
+    (ties) and two steps of running statistics."""
+    prev = OmniScaleBranch(16, 0.3, 8, fused=False)
+    _randomise(prev, seed=7)
+    assert (prev.bn2.weight < 0).any() and (prev.bn2.weight > 0).any()
+    with torch.no_grad():
+        prev.bn2.running_mean.uniform_(-0.5, 0.5)
+        prev.bn2.running_var.uniform_(0.5, 2.0)
+    fused = copy.deepcopy(prev)
+    fused.fused = True
+    prev.train(mode == "train")
+    fused.train(mode == "train")
+    g = torch.Generator().manual_seed(8)
+    for _ in range(2):
+        xyz = torch.rand(2, 50, 3, generator=g)
+        h = torch.randn(2, 50, 16, generator=g)
+        group = ball_query(0.3, 8, xyz, xyz[:, :12])
+        h1, h2 = h.clone().requires_grad_(), h.clone().requires_grad_()
+        out1, out2 = prev(xyz, h1, xyz[:, :12], group), fused(xyz, h2, xyz[:, :12], group)
+        assert torch.allclose(out1, out2, atol=1e-5)
+        grad = torch.randn(out1.shape, generator=g)
+        prev.zero_grad()
+        fused.zero_grad()
+        (out1 * grad).sum().backward()
+        (out2 * grad).sum().backward()
+        assert torch.allclose(h1.grad, h2.grad, atol=1e-5)
+        for (name, p1), p2 in zip(prev.named_parameters(), fused.parameters()):
+            assert torch.allclose(p1.grad, p2.grad, atol=1e-4, rtol=1e-4), name
+        assert torch.allclose(prev.bn2.running_mean, fused.bn2.running_mean, atol=1e-6)
+        assert torch.allclose(prev.bn2.running_var, fused.bn2.running_var, atol=1e-5)
+        assert int(prev.bn2.num_batches_tracked) == int(fused.bn2.num_batches_tracked)
 
 
 def test_edgeconv_bad_backend_and_shapes():

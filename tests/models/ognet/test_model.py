@@ -221,24 +221,49 @@ def test_input_errors():
         create_model("og-net", init_points=64)
 
 
+def _small_step(monkeypatch, previous: bool, dtype, n: int):
+    """Descriptor and parameter gradients of OG-Net-Small (train mode) under a fixed random
+    loss on the descriptor, with the current or the previous implementation (knn_reference,
+    max_pool_reference and the "dense" EdgeConv backend)."""
+    monkeypatch.setattr(model_mod, "knn", knn_reference if previous else knn)
+    monkeypatch.setattr(layers_mod, "max_pool", max_pool_reference if previous else max_pool)
+    torch.manual_seed(0)
+    model = create_model("og-net-small", num_classes=5, init_points=128).train().to(dtype)
+    model.set_edge_backend("dense" if previous else "fused")
+    xyz, rgb = (t.to(dtype) for t in _inputs(model, b=2, n=n, seed=1))
+    rgb.requires_grad_(True)
+    desc = model.forward_features(xyz, rgb)
+    weight = torch.randn(desc.shape, generator=torch.Generator().manual_seed(8)).to(dtype)
+    (desc * weight).sum().backward()
+    grads = {name: p.grad.double() for name, p in model.named_parameters() if p.grad is not None}
+    return desc.detach().double(), rgb.grad.double(), grads
+
+
 @pytest.mark.parametrize("n", [300, 600])  # the KD-tree path on the first layer (N >= 256)
 def test_og_net_small_forward_and_gradients_equal_the_previous_implementation(monkeypatch, n):
-    # previous implementation: knn_reference (float64 brute force) and max_pool_reference (amax)
-    results = []
-    for new in (True, False):
-        monkeypatch.setattr(model_mod, "knn", knn if new else knn_reference)
-        monkeypatch.setattr(layers_mod, "max_pool", max_pool if new else max_pool_reference)
-        torch.manual_seed(0)
-        model = create_model("og-net-small", num_classes=5, init_points=128).train()
-        xyz, rgb = _inputs(model, b=2, n=n, seed=1)
-        rgb.requires_grad_(True)
-        out = model(xyz, rgb)
-        (out.logits.square().sum() + out.feature.sum()).backward()
-        grads = [p.grad.clone() for p in model.parameters()]
-        results.append((out.logits.detach(), out.feature.detach(), rgb.grad.clone(), grads))
-    (l1, f1, r1, g1), (l2, f2, r2, g2) = results
-    assert torch.equal(l1, l2) and torch.equal(f1, f2)  # same neighbours, same maxima
-    assert torch.allclose(r1, r2, rtol=1e-4, atol=1e-6)
-    for a, b in zip(g1, g2):
-        # atol: conv biases followed by a BatchNorm have a zero gradient up to rounding (~1e-6)
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), (a - b).abs().max()
+    """The fused EdgeConv is the same function as the previous implementation: in float64 both
+    agree to ~1e-12; in float32 the new one stays within 1e-4 (relative, per parameter) of the
+    previous implementation's float64 values (the previous float32 path itself is off by up
+    to ~5 % there: its BatchNorm2d sums 10^5 edge terms in float32)."""
+    new64 = _small_step(monkeypatch, False, torch.float64, n)
+    old64 = _small_step(monkeypatch, True, torch.float64, n)
+    new32 = _small_step(monkeypatch, False, torch.float32, n)
+    old32 = _small_step(monkeypatch, True, torch.float32, n)
+    assert torch.allclose(new64[0], old64[0], rtol=1e-10, atol=1e-10)
+    assert torch.allclose(new64[1], old64[1], rtol=1e-8, atol=1e-10)
+    assert new64[2].keys() == old64[2].keys()
+    for name, g in old64[2].items():
+        assert torch.allclose(new64[2][name], g, rtol=1e-8, atol=1e-9), name
+    # float32: outputs as close to the previous float32 ones as rounding allows
+    assert torch.allclose(new32[0], old32[0], rtol=1e-4, atol=1e-4)
+    assert torch.allclose(new32[0], old64[0], rtol=1e-4, atol=1e-4)
+    assert ((new32[1] - old64[1]).norm() / old64[1].norm()) < 1e-4
+    errors, errors_old = [], []
+    for name, g in old64[2].items():
+        if g.norm() > 1e-3:  # conv biases before a BatchNorm have a zero gradient (rounding)
+            errors.append(float((new32[2][name] - g).norm() / g.norm()))
+            errors_old.append(float((old32[2][name] - g).norm() / g.norm()))
+            assert errors[-1] < 5e-3, (name, errors[-1])
+    # typically ~1e-5 (the previous float32 path: ~1e-3 to 1e-2)
+    assert sorted(errors)[len(errors) // 2] < 1e-4
+    assert sorted(errors)[len(errors) // 2] < sorted(errors_old)[len(errors_old) // 2]

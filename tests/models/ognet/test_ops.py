@@ -84,6 +84,23 @@ def test_ball_query_matches_naive(radius, nsample):
     assert (got[1, 0] == 0).all()
 
 
+def test_ball_query_multiscale_default_blocks_equal_previous_blocks_and_naive(monkeypatch):
+    """The default distance block (1M elements, several blocks here once shrunk) gives the
+    indices of the previous single 16M-element block and of the loop reference."""
+    import mirror3d.models.ognet.ops as ops_mod
+
+    xyz = _cloud(seed=2)
+    centres = gather_points(xyz, farthest_point_sample(xyz, 40))
+    radii, nsamples = [0.1, 0.2, 0.4], [8, 16, 32]
+    monkeypatch.setattr(ops_mod, "_BALL_QUERY_BLOCK_ELEMENTS", ops_mod._DEFAULT_BLOCK_ELEMENTS)
+    previous = ball_query_multiscale(radii, nsamples, xyz, centres)
+    monkeypatch.setattr(ops_mod, "_BALL_QUERY_BLOCK_ELEMENTS", 3 * xyz.shape[0] * xyz.shape[1])
+    blocked = ball_query_multiscale(radii, nsamples, xyz, centres)  # blocks of 3 centres
+    for r, ns, a, b in zip(radii, nsamples, previous, blocked):
+        assert torch.equal(a, b)
+        assert torch.equal(b, ball_query_naive(r, ns, xyz, centres))
+
+
 def test_ball_query_strict_radius_first_by_index_and_padding():
     # distances² from the origin: 0.25 (== r², excluded), 0.04, 0.01, 0.09, 0.0
     pts = torch.tensor([[[0.5, 0, 0], [0.2, 0, 0], [0, 0.1, 0], [0, 0, 0.3], [0, 0, 0]]])
