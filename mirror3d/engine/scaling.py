@@ -17,6 +17,10 @@ class RayConfig:
     cpus_per_worker: float = field(default=0.0, metadata={
         "range": (0.0, 1024.0), "help": "CPUs (= torch threads) per worker; 0 = auto: the cluster's "
                                         "CPUs shared among the workers, at most one node's"})
+    torch_threads: int = field(default=0, metadata={
+        "range": (0, 1024), "help": "torch intra-op threads per worker; 0 = the worker's CPUs. "
+                                   "Fewer threads than CPUs leave a core to the batch prefetch "
+                                   "thread and Ray's own processes"})
     max_failures: int = field(default=0, metadata={
         "range": (-1, 1000), "help": "restarts of the worker group after a worker or node fails "
                                     "(-1 = no limit); it resumes from the last checkpoint"})

@@ -56,6 +56,7 @@ class ScalingSpec:
     use_gpu: bool = False
     cpus_per_worker: float = 0.0  # 0 = auto (:func:`resolve_cpus_per_worker`)
     placement_strategy: str = "PACK"  # Ray placement group strategy: PACK, SPREAD, STRICT_*
+    torch_threads: int = 0  # torch intra-op threads per worker; 0 = its CPUs
 
 
 def resolve_cpus_per_worker(requested: float, num_workers: int) -> float:
@@ -117,11 +118,12 @@ def fit(
     run_dir.mkdir(parents=True, exist_ok=True)
     link_ray_logs(run_dir)
     cpus = resolve_cpus_per_worker(scaling.cpus_per_worker, scaling.num_workers)
-    log.info("Ray Train: %d worker(s) x %g CPU", scaling.num_workers, cpus)
+    log.info("Ray Train: %d worker(s) x %g CPU (%d torch thread(s) each)", scaling.num_workers,
+             cpus, scaling.torch_threads or max(1, int(cpus)))
     trainer = TorchTrainer(
         _with_threads,
         train_loop_config={**loop_config, "_train_loop": train_loop,
-                           "_torch_threads": max(1, int(cpus))},
+                           "_torch_threads": scaling.torch_threads or max(1, int(cpus))},
         scaling_config=ScalingConfig(
             num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
             resources_per_worker={"CPU": cpus,
@@ -220,7 +222,7 @@ def train_run(worker: Callable[[dict], None], cfg: Any, kind: str,
                    "run_location": location, "inputs": dict(inputs or {})}
     fit(worker, loop_config, run_dir=run_dir, location=location,
         scaling=ScalingSpec(cfg.ray.num_workers, cfg.ray.use_gpu, cfg.ray.cpus_per_worker,
-                            cfg.ray.placement_strategy),
+                            cfg.ray.placement_strategy, cfg.ray.torch_threads),
         max_failures=cfg.ray.max_failures, callbacks=callbacks)
     storage.pull(location)  # what rank 0 made on its node, for the driver's summary
     return run_dir
@@ -395,13 +397,14 @@ def record_worker(loop_config: dict) -> None:
     """Worker side, every rank (a collective): rank 0 appends one :data:`WORKERS_FILE` line per
     rank — its rank, the world size, the Ray node id and host it runs on, the checkpoint it
     starts from (``resume``) and, after a restart by Ray Train, that checkpoint's epoch
-    (``resume_epoch``; else None) — so a run directory says where its workers trained (and
+    (``resume_epoch``; else None) and its torch intra-op threads — so a run directory says where its workers trained (and
     that a restarted group moved to other nodes). Gathered to rank 0 because only rank 0's run directory is kept
     (other nodes may not share its file system)."""
     ctx = ray.train.get_context()
     record = {"rank": ctx.get_world_rank(), "world_size": ctx.get_world_size(),
               "node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
-              "pid": os.getpid(), "resume": loop_config.get("resume") or "",
+              "pid": os.getpid(), "torch_threads": torch.get_num_threads(),
+              "resume": loop_config.get("resume") or "",
               "resume_epoch": loop_config.get("resume_epoch"), "time": round(time.time(), 3)}
     records = [record]
     if ctx.get_world_size() > 1 and torch.distributed.is_initialized():

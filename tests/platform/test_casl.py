@@ -33,9 +33,11 @@ def _cfg(tmp_path, root, **extra):
 
 
 def test_smoke_training_through_ray_train_and_resume(ray_session, tmp_path, hq):
-    cfg = _cfg(tmp_path, hq, name="smoke")
+    cfg = _cfg(tmp_path, hq, name="smoke", **{"ray.torch_threads": 1})
     run = train_casl(cfg)
     assert run == (tmp_path / "runs" / "smoke").resolve()
+    (worker,) = [json.loads(x) for x in (run / "ray_workers.jsonl").read_text().splitlines()]
+    assert worker["torch_threads"] == 1  # ray.torch_threads reached the worker
     saved = load_config(type(cfg), run / "config.yaml")
     assert saved.data.root == str(hq.resolve())  # workers get an absolute data root
     summary = json.loads((run / "train_summary.json").read_text())
