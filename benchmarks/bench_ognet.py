@@ -297,8 +297,9 @@ def bench_knn_features(n: int, channels: int, k: int, batch: int, iters: int) ->
     return res
 
 
-def bench_step_previous(batch: int, n: int, iters: int, init_points: int | None) -> dict:
-    """OG-Net-Small forward+backward (train mode) against the previous implementation in the
+def bench_step_previous(batch: int, n: int, iters: int, init_points: int | None,
+                        variant: str = "og-net-small") -> dict:
+    """OG-Net (``variant``) forward+backward (train mode) against the previous implementation in the
     same run, same weights: ``knn_reference`` (float64 brute-force kNN),
     ``max_pool_reference`` (``amax``, whose backward splits gradients among ties), the
     ``"dense"`` EdgeConv backend and unfused omni-scale tails (the previous default), and the
@@ -309,7 +310,7 @@ def bench_step_previous(batch: int, n: int, iters: int, init_points: int | None)
 
     kw = {} if init_points is None else {"init_points": init_points}
     torch.manual_seed(0)
-    model = create_model("og-net-small", num_classes=751, **kw).train()
+    model = create_model(variant, num_classes=751, **kw).train()
     xyz, rgb = person_cloud(batch, n)
     current = (model_mod.knn, layers_mod.max_pool, model_mod.DEFAULT_EDGE_BACKEND,
                ops_mod._BALL_QUERY_BLOCK_ELEMENTS)
@@ -332,11 +333,11 @@ def bench_step_previous(batch: int, n: int, iters: int, init_points: int | None)
         model_mod.knn, layers_mod.max_pool = current[:2]
         model.set_edge_backend(current[2])
         ops_mod._BALL_QUERY_BLOCK_ELEMENTS = current[3]
-    res = {"model": "og-net-small", "points": n, "batch": batch, "init_points": model.init_points,
+    res = {"model": variant, "points": n, "batch": batch, "init_points": model.init_points,
            "ours_ms": ms["ours"], "previous_ms": ms["previous"],
            "speedup": ms["previous"] / ms["ours"]}
     print(
-        f"  og-net-small N={n} B={batch}: step {ms['ours']:.0f} ms, previous implementation "
+        f"  {variant} N={n} B={batch}: step {ms['ours']:.0f} ms, previous implementation "
         f"{ms['previous']:.0f} ms (x{res['speedup']:.2f})"
     )
     return res
@@ -376,11 +377,14 @@ def main(argv: list[str] | None = None) -> dict:
     fps = bench_fps(fps_n, fps_m, batch, max(iters, 2))
     knn_res = bench_knn(knn_n, 20, batch, max(iters, 2))
     knn_feat = bench_knn_features(knn_n, 64, 20, batch, max(iters, 2))
-    print("OG-Net-Small step against the previous implementation (kNN, max pooling, EdgeConv and "
-          "omni-scale tail):")
+    print("OG-Net-Small and OG-Net steps against the previous implementation (kNN, max pooling, "
+          "EdgeConv and omni-scale tail):")
     step_previous = [
-        bench_step_previous(2 if args.quick else 24, 512, iters, 256),
-        bench_step_previous(batch, 1024 if args.quick else 4096, iters, None),
+        bench_step_previous(2 if args.quick else 24, 512, iters, 256, variant)
+        for variant in (["og-net-small"] if args.quick else ["og-net-small", "og-net"])
+    ] + [
+        bench_step_previous(batch, 1024 if args.quick else 4096, iters, None, variant)
+        for variant in (["og-net-small"] if args.quick else ["og-net-small", "og-net"])
     ]
     elapsed = time.perf_counter() - t_start
 
@@ -400,7 +404,7 @@ def main(argv: list[str] | None = None) -> dict:
     if "ours_over_faiss" in knn_feat:
         print(f"  kNN features ours/faiss: {knn_feat['ours_over_faiss']:.2f}")
     for row in step_previous:
-        print(f"  og-net-small N={row['points']} B={row['batch']} step speedup over the previous "
+        print(f"  {row['model']} N={row['points']} B={row['batch']} step speedup over the previous "
               f"implementation: x{row['speedup']:.2f}")
     print(f"  total {elapsed:.0f} s")
     write_result(result, args.out)

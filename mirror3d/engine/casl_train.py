@@ -142,7 +142,9 @@ class CaslTrainConfig:
     encoder_loop: EncoderLoopConfig = field(default_factory=lambda: EncoderLoopConfig("all"))
     prototype: PrototypeLoopConfig = field(default_factory=PrototypeLoopConfig)
     optim: CaslOptimConfig = field(default_factory=CaslOptimConfig)
-    ray: RayConfig = field(default_factory=RayConfig)
+    # one torch thread per worker: the CPU step is ~4,000 small ops, where a second OpenMP
+    # thread costs more than it gives (benchmarks/bench_casl_ray.py, issue #17)
+    ray: RayConfig = field(default_factory=lambda: RayConfig(torch_threads=1))
     ellipsoid: float = field(default=2.0, metadata={"range": (1e-3, None)})
     sigma: float = field(default=7000.0, metadata={"range": (1e-3, None)})
     out_dir: str = field(default="runs/casl", metadata={"help": "job directory"})
@@ -329,7 +331,7 @@ def use_fused_adam(*optimisers: torch.optim.Optimizer) -> None:
     (its step counters moved to the parameters' device as the fused kernel expects)."""
     for opt in optimisers:
         for g in opt.param_groups:
-            g["foreach"], g["fused"] = False, True
+            g["foreach"], g["fused"] = None, True  # as a fresh fused Adam
             for p in g["params"]:
                 state = opt.state.get(p)
                 if state and torch.is_tensor(state.get("step")):
