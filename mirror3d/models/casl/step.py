@@ -68,64 +68,8 @@ def casl_step(model: CaslModel, disc: Discriminator, opt_e: torch.optim.Optimize
     Raises:
         FloatingPointError: the encoder loss is not finite (no optimiser step was taken for it).
     """
-    lc = settings.loss
-    rgb, mask = x[:, :3], x[:, 3]
-    ae = model.encode(x, frozen)
-    if camera is not None:
-        ae = model.with_camera(ae, **{k: v.to(x.device) for k, v in camera.items()})
-    rec = model.render(ae, with_background=settings.bg)
-    parts: dict = {}
-
-    # the interpolated sample, rendered and re-encoded with every encoder trainable
-    ai = model.interpolate(ae, settings.bias_range, generator)
-    xir = model.render(ai, with_background=settings.bg)
-    aire = model.encode(image_to_input(xir.rgb, xir.soft_mask).detach())
-
-    fake = None
-    if settings.gan:
-        ae90 = model.random_azimuth_view(ae, generator)
-        x90 = model.render(ae90, with_background=settings.bg)
-        fake = x90.image4
-        d_loss, d_parts = wgan_d_loss(disc, x, fake, lc)
-        opt_d.zero_grad(set_to_none=True)
-        (warm * d_loss).backward()
-        if sync_grads is not None:
-            sync_grads(disc.parameters())
-        opt_d.step()
-        parts.update(d_parts)
-
-    verts_e, verts_i = model.vertices(ae), model.vertices(ai)
-    data, dparts = data_loss(rec.rgb, rec.soft_mask, rgb, mask, lc)
-    regs = []
-    for a, v in ((ae, verts_e), (ai, verts_i)):
-        r, rparts = mesh_regularisers(a.delta, v, model.faces, model.laplacian, model.edge_faces,
-                                      model.edges, model.template_init[:, 2], model.ratio, lc)
-        regs.append(r)
-    reg = sum(regs) / 2
-    tz = model.template_init[:, 2]
-    flip = sum(flip_term(a.delta, model.mirror_index, tz, lc) for a in (ae, ai, aire)) / 3
-    ic, icparts = ic_loss(aire, ai, model.vertices(aire), verts_i, lc)
-    gan_g = data * 0
-    if fake is not None:
-        with constant_parameters(disc):  # the encoder step needs no critic weight gradients
-            gan_g = wgan_g_loss(disc, fake, lc)
-    loss = warm * (gan_g + data + reg + flip + ic)
-    if not torch.isfinite(loss):
-        raise FloatingPointError("non-finite CASL loss")
-    opt_e.zero_grad(set_to_none=True)
-    loss.backward()
-    if sync_grads is not None:
-        sync_grads(model.parameters())
-    opt_e.step()
-
-    with torch.no_grad():
-        iou = soft_iou(rec.soft_mask, mask).mean()
-    parts.update(dparts)
-    parts.update(rparts)
-    parts.update(icparts)
-    parts.update(loss=loss.detach(), data=data.detach(), reg=reg.detach(), flip=flip.detach(),
-                 ic=ic.detach(), gan_g=gan_g.detach(), train_mask_iou=iou)
-    return {k: float(v) for k, v in parts.items()}
+    return _step(model, disc, opt_e, opt_d, x, settings, frozen, warm, generator, sync_grads,
+                 camera, constant_critic=True)
 
 
 @contextlib.contextmanager
@@ -234,9 +178,22 @@ def casl_step_reference(model: CaslModel, disc: Discriminator, opt_e: torch.opti
               frozen: set, warm: float, generator: torch.Generator | None = None,
               sync_grads: Callable[[Iterable[torch.nn.Parameter]], None] | None = None,
               camera: Mapping[str, torch.Tensor] | None = None) -> dict:
-    """The CASL step as it was before the speed-ups of issue #17 (same arguments and result
-    as :func:`casl_step`): the reference the fast step is tested and benchmarked against
-    (tests/models/casl/test_step.py, benchmarks/casl_step_curves.py). Kept unchanged."""
+    """The CASL step without issue #17's constant critic (same arguments and result as
+    :func:`casl_step`): the generator term also computes the critic's weight gradients (then
+    discarded). The reference the fast step is tested and benchmarked against
+    (tests/models/casl/test_step.py, benchmarks/casl_step_curves.py)."""
+    return _step(model, disc, opt_e, opt_d, x, settings, frozen, warm, generator, sync_grads,
+                 camera, constant_critic=False)
+
+
+def _step(model: CaslModel, disc: Discriminator, opt_e: torch.optim.Optimizer,
+          opt_d: torch.optim.Optimizer, x: torch.Tensor, settings: CaslStepSettings,
+          frozen: set, warm: float, generator: torch.Generator | None,
+          sync_grads: Callable[[Iterable[torch.nn.Parameter]], None] | None,
+          camera: Mapping[str, torch.Tensor] | None, constant_critic: bool) -> dict:
+    """:func:`casl_step` (``constant_critic``: the generator term treats the critic's weights as
+    constants, so the encoder step's backward skips their gradients) and
+    :func:`casl_step_reference` (not: as before issue #17; the same values)."""
     lc = settings.loss
     rgb, mask = x[:, :3], x[:, 3]
     ae = model.encode(x, frozen)
@@ -274,7 +231,10 @@ def casl_step_reference(model: CaslModel, disc: Discriminator, opt_e: torch.opti
     tz = model.template_init[:, 2]
     flip = sum(flip_term(a.delta, model.mirror_index, tz, lc) for a in (ae, ai, aire)) / 3
     ic, icparts = ic_loss(aire, ai, model.vertices(aire), verts_i, lc)
-    gan_g = wgan_g_loss(disc, fake, lc) if fake is not None else data * 0
+    gan_g = data * 0
+    if fake is not None:
+        with constant_parameters(disc) if constant_critic else contextlib.nullcontext():
+            gan_g = wgan_g_loss(disc, fake, lc)
     loss = warm * (gan_g + data + reg + flip + ic)
     if not torch.isfinite(loss):
         raise FloatingPointError("non-finite CASL loss")

@@ -225,6 +225,29 @@ def gather_max_sum_reference(x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.
     return g.amax(dim=2), g.sum(dim=2)
 
 
+def _bn_affine(bn: nn.modules.batchnorm._BatchNorm, mean: torch.Tensor | None,
+               var: torch.Tensor | None, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``(scale, shift)`` (float64) with ``bn(y) = y * scale + shift``: from the batch
+    ``mean`` / biased ``var`` (C,) of ``count`` elements per channel — updating ``bn``'s running
+    statistics exactly as ``BatchNorm`` does in training — or, when ``mean`` is None, from the
+    running statistics (evaluation)."""
+    if mean is not None:
+        if bn.training and bn.track_running_stats and bn.running_mean is not None:
+            with torch.no_grad():
+                bn.num_batches_tracked.add_(1)
+                factor = (1.0 / float(bn.num_batches_tracked)) if bn.momentum is None else bn.momentum
+                bn.running_mean.mul_(1 - factor).add_(mean.detach().to(bn.running_mean.dtype), alpha=factor)
+                unbiased = var.detach() * (count / (count - 1))
+                bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)
+    else:
+        mean, var = bn.running_mean.double(), bn.running_var.double()
+    inv = torch.rsqrt(var + bn.eps)
+    if bn.affine:
+        scale = bn.weight.double() * inv
+        return scale, bn.bias.double() - mean * scale
+    return inv, -mean * inv
+
+
 def _edge_batch_norm_pool(
     bn: nn.modules.batchnorm._BatchNorm, pool: MaxMeanPool, neighbour: torch.Tensor,
     centre: torch.Tensor, idx: torch.Tensor, gather=None,
@@ -254,6 +277,7 @@ def _edge_batch_norm_pool(
     else:
         n_max, n_sum = gather(neighbour, idx)
     use_batch = bn.training or (bn.running_mean is None and bn.running_var is None)
+    mean = var = None  # None: the running statistics (evaluation)
     if use_batch:
         if count <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got {count}")
@@ -263,21 +287,7 @@ def _edge_batch_norm_pool(
         mean = (sd.sum(0) + k * cd.sum(0)) / count
         sq = (deg.to(nd.dtype) @ (nd * nd)) + 2.0 * (cd * sd).sum(0) + k * (cd * cd).sum(0)
         var = (sq / count - mean * mean).clamp(min=0.0)
-        if bn.training and bn.track_running_stats and bn.running_mean is not None:
-            with torch.no_grad():
-                bn.num_batches_tracked.add_(1)
-                factor = (1.0 / float(bn.num_batches_tracked)) if bn.momentum is None else bn.momentum
-                bn.running_mean.mul_(1 - factor).add_(mean.detach().to(bn.running_mean.dtype), alpha=factor)
-                unbiased = var.detach() * (count / (count - 1))
-                bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)
-    else:
-        mean, var = bn.running_mean.double(), bn.running_var.double()
-    inv = torch.rsqrt(var + bn.eps)
-    if bn.affine:
-        scale = bn.weight.double() * inv
-        shift = bn.bias.double() - mean * scale
-    else:
-        scale, shift = inv, -mean * inv
+    scale, shift = _bn_affine(bn, mean, var, count)
     scale, shift = scale.to(neighbour.dtype), shift.to(neighbour.dtype)
     y_max = (centre + n_max) * scale + shift
     y_mean = (centre + n_sum / k) * scale + shift
@@ -367,6 +377,7 @@ def _linear_batch_norm_relu_max(
     else:
         y_max = linear_max(x, weight)
     use_batch = bn.training or (bn.running_mean is None and bn.running_var is None)
+    mean = var = None  # None: the running statistics (evaluation)
     if use_batch:
         if count <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got {count}")
@@ -377,21 +388,7 @@ def _linear_batch_norm_relu_max(
         mean = wd @ mu
         var = ((wd @ second) * wd).sum(-1) - mean * mean
         var = var.clamp(min=0.0)
-        if bn.training and bn.track_running_stats and bn.running_mean is not None:
-            with torch.no_grad():
-                bn.num_batches_tracked.add_(1)
-                factor = (1.0 / float(bn.num_batches_tracked)) if bn.momentum is None else bn.momentum
-                bn.running_mean.mul_(1 - factor).add_(mean.detach().to(bn.running_mean.dtype), alpha=factor)
-                unbiased = var.detach() * (count / (count - 1))
-                bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)
-    else:
-        mean, var = bn.running_mean.double(), bn.running_var.double()
-    inv = torch.rsqrt(var + bn.eps)
-    if bn.affine:
-        scale = bn.weight.double() * inv
-        shift = bn.bias.double() - mean * scale
-    else:
-        scale, shift = inv, -mean * inv
+    scale, shift = _bn_affine(bn, mean, var, count)
     return F.relu(y_max * scale.to(x.dtype) + shift.to(x.dtype))
 
 
