@@ -337,6 +337,16 @@ def ball_query_naive(
 # k nearest neighbours
 
 
+def _check_knn_args(x: torch.Tensor, k: int) -> tuple[int, int, int]:
+    """(B, N, C) of a kNN query ``x`` after checking it and ``1 <= k <= N``."""
+    _check_points("x", x)
+    _check_positive_int("k", k)
+    b, n, c = x.shape
+    if k > n:
+        raise ValueError(f"k={k} must not exceed the number of points N={n}")
+    return b, n, c
+
+
 def knn(
     x: torch.Tensor, k: int, chunk_size: int | None = None, method: str = "auto"
 ) -> torch.Tensor:
@@ -368,11 +378,7 @@ def knn(
     Returns:
         (B, N, k) long indices into N; ``out[b, i, 0] == i``.
     """
-    _check_points("x", x)
-    _check_positive_int("k", k)
-    b, n, c = x.shape
-    if k > n:
-        raise ValueError(f"k={k} must not exceed the number of points N={n}")
+    b, n, c = _check_knn_args(x, k)
     if method not in KNN_METHODS:
         raise ValueError(f"method must be one of {KNN_METHODS}, got {method!r}")
     chunk = _auto_chunk(chunk_size, b, n, n)
@@ -539,11 +545,7 @@ def knn_reference(x: torch.Tensor, k: int, chunk_size: int | None = None) -> tor
     Returns:
         (B, N, k) long indices into N; ``out[b, i, 0] == i``.
     """
-    _check_points("x", x)
-    _check_positive_int("k", k)
-    b, n, _ = x.shape
-    if k > n:
-        raise ValueError(f"k={k} must not exceed the number of points N={n}")
+    b, n, _ = _check_knn_args(x, k)
     chunk = _auto_chunk(chunk_size, b, n, n)
     out = torch.empty(b, n, k, dtype=torch.long, device=x.device)
     with torch.no_grad():
